@@ -1,0 +1,219 @@
+"""Run agent work on the kernel's main thread, queued like a cell, never beside one.
+
+Why not ``asyncio.run_coroutine_threadsafe``: cancelling its future after a timeout does not stop
+the job from running later. We resolve our own ``concurrent.futures.Future`` inside the job and
+call ``set_running_or_notify_cancel()`` first, so a job whose caller gave up never starts.
+
+Queueing: ipykernel 7 serialises main-shell requests with ``kernel._main_asyncio_lock`` (async
+cells included); ipykernel 6 with its dispatch queue (``schedule_dispatch``). A plain
+``add_callback`` would run agent code in the middle of an async user cell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import ctypes
+import itertools
+import os
+import signal
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+_job_ids = itertools.count(1)
+
+
+@dataclass
+class AgentJob:
+    """One unit of agent work; ``future`` resolves with its result."""
+
+    description: str
+    future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
+    id: int = field(default_factory=lambda: next(_job_ids))
+    submitted: float = field(default_factory=time.monotonic)
+    started: float | None = None
+    finished: float | None = None
+    interrupted: bool = False
+    # Filenames of the code the agent is running: a SIGINT that lands outside them (e.g. while
+    # an awaiting job is suspended in the event loop) must cancel the task, not raise there.
+    code_filenames: set[str] = field(default_factory=set)
+    task: asyncio.Task | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.started is not None and self.finished is None
+
+
+class MainThreadBridge:
+    def __init__(self, shell: Any, kernel: Any):
+        self.shell = shell
+        self.kernel = kernel
+        self.current: AgentJob | None = None
+        self.queued: list[AgentJob] = []
+        self._lock = threading.Lock()
+        self._nudger: Any = None
+
+    # -- submitting ---------------------------------------------------------------------------
+    def submit(self, work: Callable[[AgentJob], Awaitable[Any]], description: str) -> AgentJob:
+        """Queue ``await work(job)`` on the main thread; returns at once with the job."""
+        job = AgentJob(description)
+        with self._lock:
+            self.queued.append(job)
+
+        async def run_job() -> None:
+            lock = getattr(self.kernel, "_main_asyncio_lock", None)
+            if lock is not None:
+                async with lock:
+                    await self._run(job, work)
+            else:
+                await self._run(job, work)
+
+        schedule_dispatch = getattr(self.kernel, "schedule_dispatch", None)
+        if getattr(self.kernel, "_main_asyncio_lock", None) is None and schedule_dispatch is not None:
+            self.kernel.io_loop.add_callback(schedule_dispatch, run_job)  # ipykernel 6
+        else:
+            self.kernel.io_loop.add_callback(run_job)  # tornado runs the returned coroutine
+        if getattr(self.kernel, "eventloop", None) is not None:
+            threading.Thread(target=self._nudge_gui_loop, args=(job,), daemon=True).start()
+        return job
+
+    async def _run(self, job: AgentJob, work: Callable[[AgentJob], Awaitable[Any]]) -> None:
+        with self._lock:
+            if job in self.queued:
+                self.queued.remove(job)
+        if not job.future.set_running_or_notify_cancel():
+            return  # the caller timed out before we got here: never run
+        job.task = asyncio.current_task()
+        job.started = time.monotonic()
+        with self._lock:
+            self.current = job
+        saved = signal.getsignal(signal.SIGINT)
+        # Outside a shell request the kernel ignores SIGINT; install our own so interrupt()
+        # and the user's Stop button reach agent code.
+        signal.signal(signal.SIGINT, self._make_sigint_handler(job))
+        try:
+            result = await work(job)
+        except BaseException as exc:  # noqa: BLE001 - delivered to the waiting caller
+            job.finished = time.monotonic()
+            job.future.set_exception(exc)
+        else:
+            job.finished = time.monotonic()
+            job.future.set_result(result)
+        finally:
+            with self._lock:
+                self.current = None
+                signal.signal(signal.SIGINT, saved if saved is not None else signal.SIG_IGN)
+            _clear_async_exception(threading.main_thread().ident)
+
+    def _make_sigint_handler(self, job: AgentJob) -> Callable:
+        def handler(signum: int, frame: Any) -> None:
+            job.interrupted = True
+            f = frame
+            while f is not None:
+                if f.f_code.co_filename in job.code_filenames:
+                    raise KeyboardInterrupt
+                f = f.f_back
+            # Not inside agent code (suspended at an await): cancel the task instead of raising
+            # inside the event loop's own machinery.
+            if job.task is not None:
+                loop = job.task.get_loop()
+                loop.call_soon_threadsafe(job.task.cancel)
+
+        return handler
+
+    # -- interrupting --------------------------------------------------------------------------
+    def interrupt(self, job: AgentJob | None = None) -> bool:
+        """Interrupt ``job`` (default: the running one) if, and only if, it is running now.
+
+        The signal is sent while holding the lock the job's cleanup takes, so it can never hit
+        a user cell that starts afterwards: by then our handler is gone and SIGINT is ignored.
+        """
+        with self._lock:
+            current = self.current
+            if current is None or (job is not None and current is not job):
+                return False
+            current.interrupted = True
+            os.kill(os.getpid(), signal.SIGINT)
+        return True
+
+    def force_interrupt(self, job: AgentJob) -> bool:
+        """Last resort for a pure-Python loop that swallowed KeyboardInterrupt: async exception."""
+        with self._lock:
+            if self.current is not job:
+                return False
+            ident = threading.main_thread().ident
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(KeyboardInterrupt))
+        return True
+
+    def cancel(self, job: AgentJob) -> bool:
+        """Cancel a job that has not started; it is then guaranteed never to run."""
+        cancelled = job.future.cancel()
+        if cancelled:
+            with self._lock:
+                if job in self.queued:
+                    self.queued.remove(job)
+        return cancelled
+
+    # -- GUI event loops -----------------------------------------------------------------------
+    def _nudge_gui_loop(self, job: AgentJob) -> None:
+        """Under %gui / %matplotlib qt|tk the main thread sits in the GUI mainloop and only
+        returns to asyncio when a shell message arrives; send a harmless kernel_info_request."""
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and job.started is None and not job.future.done():
+            time.sleep(0.2)
+            if job.started is not None or job.future.done():
+                return
+            try:
+                if self._nudger is None:
+                    import ipykernel.connect
+                    from jupyter_client import BlockingKernelClient
+
+                    client = BlockingKernelClient()
+                    client.load_connection_file(ipykernel.connect.get_connection_file())
+                    client.start_channels(iopub=False, stdin=False, hb=False, control=False)
+                    self._nudger = client
+                self._nudger.kernel_info()
+            except Exception:  # noqa: BLE001 - best effort
+                return
+
+    def close(self) -> None:
+        if self._nudger is not None:
+            try:
+                self._nudger.stop_channels()
+            except Exception:  # noqa: BLE001
+                pass
+            self._nudger = None
+
+
+def _clear_async_exception(ident: int | None) -> None:
+    if ident is not None:
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
+
+
+async def wait_for_job(
+    job: AgentJob,
+    timeout: float,
+    on_tick: Callable[[AgentJob, float], Awaitable[None]] | None = None,
+    tick: float = 1.0,
+) -> bool:
+    """Wait up to ``timeout`` s for ``job`` from another event loop; True if it finished.
+
+    ``on_tick`` is awaited about once a ``tick`` (progress notifications double as keepalives).
+    """
+    waiter = asyncio.wrap_future(job.future)
+    deadline = time.monotonic() + timeout
+    first_tick = True
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return job.future.done()
+        step = min(remaining, tick if not first_tick else min(tick, 0.5))
+        done, _ = await asyncio.wait({waiter}, timeout=step)
+        if done:
+            return True
+        first_tick = False
+        if on_tick is not None:
+            await on_tick(job, time.monotonic() - job.submitted)

@@ -1,0 +1,148 @@
+"""Agent code execution on the main thread: ``quiet`` (leaves no trace) and ``cell`` modes.
+
+``quiet`` is our own exec: ``transform_cell`` (magics, ``!cmd``), ``compile.cache`` (so
+tracebacks show the source), top-level ``await``, the value of a final expression, and inline
+matplotlib figures flushed like a cell would. It never touches ``In``/``Out``/``_``, history or
+the ``pre/post_run_cell`` events. ``cell`` is ``run_cell_async(store_history=True)``: it takes an
+execution count and lands in ``In``/``Out`` like a user cell.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .bridge import AgentJob
+from .capture import Capture
+
+
+@dataclass
+class ExecutionResult:
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    status: str = "ok"  # ok | error | interrupted
+    execution_count: int | None = None
+    duration: float = 0.0
+
+
+async def run_agent_code(shell: Any, code: str, job: AgentJob, mode: str = "quiet") -> ExecutionResult:
+    """Run ``code`` with its outputs captured; call on the kernel main thread (via the bridge)."""
+    started = time.monotonic()
+    result = ExecutionResult()
+    original_ask_exit = shell.ask_exit
+    # exit()/quit() from the agent would shut the user's kernel down.
+    shell.ask_exit = _refuse_exit
+    try:
+        with Capture(shell) as capture:
+            try:
+                if mode == "cell":
+                    result.execution_count = await _run_as_cell(shell, code, job, capture)
+                else:
+                    await _run_quiet(shell, code, job, capture)
+            except BaseException as exc:  # noqa: BLE001 - KeyboardInterrupt, SystemExit, CancelledError too
+                _record_exception(shell, exc, capture, job)
+            finally:
+                _flush_inline_figures()
+                _flush_streams()
+    finally:
+        shell.ask_exit = original_ask_exit
+        if "ask_exit" in vars(shell) and shell.ask_exit is original_ask_exit:
+            del shell.ask_exit
+    result.outputs = capture.finish()
+    if any(o["output_type"] == "error" for o in result.outputs):
+        result.status = "interrupted" if job.interrupted or _was_interrupted(result.outputs) else "error"
+    result.duration = time.monotonic() - started
+    return result
+
+
+def _refuse_exit(*args: Any, **kwargs: Any) -> None:
+    raise RuntimeError("exit()/quit() is not allowed from an agent: it would shut down the user's kernel")
+
+
+async def _run_quiet(shell: Any, code: str, job: AgentJob, capture: Capture) -> None:
+    cell = shell.transform_cell(code)
+    filename = shell.compile.cache(cell)
+    job.code_filenames.add(filename)
+    flags = shell.compile.flags | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+    tree = ast.parse(cell, filename)
+    last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+    namespace = shell.user_ns
+    if tree.body:
+        body = compile(tree, filename, "exec", flags=flags, dont_inherit=True)
+        outcome = eval(body, shell.user_global_ns, namespace)  # noqa: S307 - this is the agent's code
+        if body.co_flags & inspect.CO_COROUTINE:
+            await outcome
+    if last is not None:
+        expr = compile(ast.Expression(last.value), filename, "eval", flags=flags, dont_inherit=True)
+        value = eval(expr, shell.user_global_ns, namespace)  # noqa: S307
+        if expr.co_flags & inspect.CO_COROUTINE:
+            value = await value
+        if value is not None and not _ends_with_semicolon(cell):
+            data, metadata = shell.display_formatter.format(value)
+            capture.result({"data": data, "metadata": metadata, "execution_count": None})
+
+
+async def _run_as_cell(shell: Any, code: str, job: AgentJob, capture: Capture) -> int:
+    transformed = shell.transform_cell(code)
+    job.code_filenames.add(shell.compile.cache(transformed, shell.execution_count))
+    runner = shell.run_cell_async
+    kwargs: dict[str, Any] = {"store_history": True, "silent": False}
+    if "transformed_cell" in inspect.signature(runner).parameters:
+        kwargs["transformed_cell"] = transformed
+    count = shell.execution_count
+    outcome = await runner(code, **kwargs)
+    # run_cell reports errors through _showtraceback (captured already); nothing to re-raise
+    del outcome
+    return count
+
+
+def _ends_with_semicolon(cell: str) -> bool:
+    return cell.rstrip().endswith(";")
+
+
+def _record_exception(shell: Any, exc: BaseException, capture: Capture, job: AgentJob) -> None:
+    etype, evalue, tb = type(exc), exc, exc.__traceback__
+    if isinstance(exc, KeyboardInterrupt) or (job.interrupted and _is_cancel(exc)):
+        etype, evalue = KeyboardInterrupt, KeyboardInterrupt("agent code interrupted")
+        tb = exc.__traceback__
+    # Skip our own frames so the traceback starts at the agent's code.
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    try:
+        stb = shell.InteractiveTB.structured_traceback(etype, evalue, tb)
+    except Exception:  # noqa: BLE001
+        import traceback
+
+        stb = traceback.format_exception(etype, evalue, tb)
+    capture.error(etype.__name__, str(evalue), list(stb))
+
+
+def _is_cancel(exc: BaseException) -> bool:
+    import asyncio
+
+    return isinstance(exc, asyncio.CancelledError)
+
+
+def _was_interrupted(outputs: list[dict[str, Any]]) -> bool:
+    return any(o["output_type"] == "error" and o.get("ename") == "KeyboardInterrupt" for o in outputs)
+
+
+def _flush_inline_figures() -> None:
+    backend = sys.modules.get("matplotlib_inline.backend_inline")
+    if backend is None:
+        return
+    try:
+        backend.flush_figures()
+    except Exception:  # noqa: BLE001 - a broken figure must not hide the agent's result
+        pass
+
+
+def _flush_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001
+            pass

@@ -1,0 +1,96 @@
+"""``%mcp``: status, start/stop, token, client configuration."""
+
+from __future__ import annotations
+
+from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import Markdown, display
+
+from . import _state
+from .clients import CLIENTS, http_snippet, stdio_snippet
+
+
+@magics_class
+class MCPMagics(Magics):
+    @magic_arguments()
+    @argument(
+        "command",
+        nargs="?",
+        default="status",
+        choices=["status", "start", "stop", "token", "config"],
+        help="what to do (default: status)",
+    )
+    @argument("client", nargs="?", help=f"for config: one of {', '.join(CLIENTS)}")
+    @argument("--rotate", action="store_true", help="with token: issue a new token")
+    @line_magic
+    def mcp(self, line: str = "") -> None:
+        """Show or control the MCP server in this kernel.
+
+        %mcp                  status: URL, masked token, state, connected features
+        %mcp token            reveal the bearer token
+        %mcp config CLIENT    configuration for claude-desktop, claude-code, vscode or cursor
+        %mcp stop / start     stop or restart the server (the port changes unless configured)
+        """
+        args = parse_argstring(self.mcp, line)
+        command = args.command
+        if command == "start":
+            runtime = _state.start(self.shell)
+            runtime.wait_ready()
+            self._status()
+        elif command == "stop":
+            _state.stop()
+            print("ipymcp: server stopped; `%mcp start` starts it again.")
+        elif command == "token":
+            runtime = self._running()
+            if runtime is not None:
+                if args.rotate:
+                    from .server.security import new_token
+
+                    runtime.token_holder["token"] = new_token()
+                    from .server import discovery
+
+                    discovery.write_private_json(runtime.runtime_file, runtime.runtime_info())
+                print(runtime.token)
+        elif command == "config":
+            self._config(args.client)
+        else:
+            self._status()
+
+    def _running(self):  # noqa: ANN202
+        runtime = _state.runtime
+        if runtime is None:
+            print("ipymcp: server stopped; `%mcp start` starts it.")
+        return runtime
+
+    def _status(self) -> None:
+        runtime = self._running()
+        if runtime is None:
+            return
+        runtime.wait_ready(5)
+        token = runtime.token
+        masked = f"{token[:4]}…{token[-2:]}"
+        lines = [
+            f"**ipymcp** — {runtime.state}",
+            "",
+            f"- URL: `{runtime.url}` (also `{runtime.url}/v1`)",
+            f"- token: `{masked}` (`%mcp token` reveals it)",
+            f"- kernel: `{runtime.kernel_id}`; notebook: `{runtime.notebook_path or 'unknown'}`",
+            f"- runtime file: `{runtime.runtime_file}`; log: `{runtime.log_file}`",
+            "",
+            "Client set-up: `%mcp config claude-code` (or claude-desktop, vscode, cursor).",
+        ]
+        display(Markdown("\n".join(lines)))
+
+    def _config(self, client: str | None) -> None:
+        if client not in CLIENTS:
+            print(f"usage: %mcp config CLIENT, with CLIENT one of: {', '.join(CLIENTS)}")
+            return
+        runtime = self._running()
+        if runtime is None:
+            return
+        runtime.wait_ready(5)
+        print(f"# {client}: through `ipymcp connect` (finds this kernel, survives restarts)")
+        print(stdio_snippet(client, ["--kernel-id", runtime.kernel_id]))
+        print()
+        print(f"# {client}: direct HTTP (URL and token change when the kernel restarts)")
+        print(http_snippet(client, runtime.url, runtime.token))

@@ -1,0 +1,284 @@
+"""nbformat-like outputs -> MCP content, within a budget. Every tool that returns outputs uses this.
+
+Text from all outputs shares one character budget (head and tail kept, a marker says what was
+cut and how to get it); images become MCP image content up to a count and byte cap, downscaled
+when Pillow is installed; HTML/markdown without a plain-text twin is reduced to readable text;
+SVG and other formats become a one-line note.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import re
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from typing import Any
+
+from mcp.types import ImageContent, TextContent
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07")
+_IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+
+
+@dataclass
+class Budget:
+    max_chars: int = 20_000
+    max_images: int = 4
+    max_image_bytes: int = 2_000_000
+    max_image_pixels: int = 1_600_000
+    # Said in the truncation marker: how the agent gets the rest.
+    fetch_hint: str = ""
+
+
+@dataclass
+class _Shaped:
+    blocks: list[Any] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    images_used: int = 0
+    image_bytes_used: int = 0
+
+
+def strip_ansi(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+def as_text(value: Any) -> str:
+    """nbformat allows a mimebundle value or stream text to be a list of lines."""
+    if isinstance(value, list):
+        return "".join(value)
+    return value if isinstance(value, str) else str(value)
+
+
+def output_text(output: dict[str, Any]) -> str:
+    """The readable text of one output (no images)."""
+    kind = output.get("output_type")
+    if kind == "stream":
+        text = as_text(output.get("text", ""))
+        return text if output.get("name") != "stderr" else _prefix_lines(text, "[stderr] ")
+    if kind == "error":
+        tb = output.get("traceback") or []
+        body = "\n".join(strip_ansi(line) for line in tb) if tb else f"{output.get('ename')}: {output.get('evalue')}"
+        return body + "\n"
+    if kind in ("execute_result", "display_data"):
+        return bundle_text(output.get("data") or {})
+    return ""
+
+
+def _prefix_lines(text: str, prefix: str) -> str:
+    return "".join(prefix + line for line in text.splitlines(keepends=True))
+
+
+def bundle_text(data: dict[str, Any]) -> str:
+    """Plain text when there is some; else markdown, else HTML reduced to text; else a note."""
+    for mime, convert in (("text/plain", as_text), ("text/markdown", as_text), ("text/html", _html)):
+        if mime in data:
+            return convert(data[mime]).rstrip("\n") + "\n"
+    if "image/svg+xml" in data:
+        return f"[SVG image, {len(as_text(data['image/svg+xml'])):,} characters of markup: not shown]\n"
+    if "application/json" in data:
+        return f"{data['application/json']}\n"
+    if any(k in data for k in _IMAGE_TYPES):
+        return ""
+    kinds = ", ".join(sorted(data)) or "nothing"
+    return f"[output of type {kinds}: not shown as text]\n"
+
+
+def _html(value: Any) -> str:
+    return html_to_text(as_text(value))
+
+
+def shape_outputs(outputs: list[dict[str, Any]], budget: Budget) -> list[Any]:
+    """MCP content blocks for ``outputs``: texts merged in order, images where they occurred."""
+    shaped = _Shaped()
+    pieces: list[Any] = []  # str or ImageContent, in output order
+    for output in outputs:
+        text = output_text(output)
+        if text:
+            pieces.append(text)
+        data = output.get("data") or {}
+        for mime in _IMAGE_TYPES:
+            if mime in data:
+                image = _image_block(data[mime], mime, budget, shaped)
+                if image is not None:
+                    pieces.append(image)
+                break
+    total = sum(len(p) for p in pieces if isinstance(p, str))
+    cut = _Cut.plan(total, budget.max_chars) if total > budget.max_chars else None
+    position, buffer = 0, []
+    for piece in pieces + [None]:
+        if isinstance(piece, str):
+            buffer.append(piece)
+            continue
+        text = "".join(buffer)
+        buffer.clear()
+        if cut is not None:
+            text, position = cut.apply(text, position), position + len(text)
+        if text:
+            shaped.blocks.append(TextContent(type="text", text=text))
+        if piece is not None:
+            shaped.blocks.append(piece)
+    if cut is not None:
+        hint = f"; {budget.fetch_hint}" if budget.fetch_hint else ""
+        shaped.notes.append(f"[output truncated: {total:,} characters, the middle {cut.removed:,} cut{hint}]")
+    if shaped.notes:
+        shaped.blocks.append(TextContent(type="text", text="\n".join(shaped.notes)))
+    return shaped.blocks
+
+
+@dataclass
+class _Cut:
+    """Keep the first ``head_end`` and the characters from ``tail_start`` of the joined text."""
+
+    head_end: int
+    tail_start: int
+
+    @classmethod
+    def plan(cls, total: int, max_chars: int) -> _Cut:
+        keep = max(200, max_chars)
+        head = keep * 2 // 3
+        return cls(head, total - (keep - head))
+
+    @property
+    def removed(self) -> int:
+        return self.tail_start - self.head_end
+
+    def apply(self, text: str, start: int) -> str:
+        """The kept part of ``text``, which begins at ``start`` in the joined text."""
+        end = start + len(text)
+        head = text[: max(0, min(end, self.head_end) - start)]
+        tail = text[max(0, self.tail_start - start) :] if end > self.tail_start else ""
+        marker = f"\n[... {self.removed:,} characters cut ...]\n" if start <= self.head_end < end else ""
+        return head + marker + tail
+
+
+def _image_block(value: Any, mime: str, budget: Budget, shaped: _Shaped) -> ImageContent | None:
+    b64 = as_text(value).replace("\n", "")
+    raw_size = len(b64) * 3 // 4
+    if shaped.images_used >= budget.max_images:
+        shaped.notes.append(f"[{mime} image not returned: more than {budget.max_images} images in this call]")
+        return None
+    if mime in ("image/png", "image/jpeg"):
+        b64, mime, note = _fit_image(b64, mime, budget)
+        if note:
+            shaped.notes.append(note)
+        if b64 is None:
+            return None
+        raw_size = len(b64) * 3 // 4
+    if shaped.image_bytes_used + raw_size > budget.max_image_bytes:
+        shaped.notes.append(
+            f"[{mime} image of {raw_size:,} bytes not returned: over this call's image budget "
+            f"of {budget.max_image_bytes:,} bytes]"
+        )
+        return None
+    shaped.images_used += 1
+    shaped.image_bytes_used += raw_size
+    return ImageContent(type="image", data=b64, mime_type=mime)
+
+
+def _fit_image(b64: str, mime: str, budget: Budget) -> tuple[str | None, str, str | None]:
+    """Downscale an image over the pixel or byte budget; without Pillow, say what happened."""
+    width, height = image_size(b64, mime)
+    too_many_pixels = width * height > budget.max_image_pixels if width and height else False
+    too_big = len(b64) * 3 // 4 > budget.max_image_bytes
+    if not (too_many_pixels or too_big):
+        return b64, mime, None
+    try:
+        from PIL import Image
+    except ImportError:
+        return None, mime, (
+            f"[{mime} image {width}x{height} not returned: too large and Pillow is not installed "
+            "to downscale it (pip install pillow), or save it to a file and read a smaller copy]"
+        )
+    image = Image.open(io.BytesIO(base64.b64decode(b64)))
+    scale = min(1.0, (budget.max_image_pixels / max(1, image.width * image.height)) ** 0.5)
+    for _ in range(6):
+        size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
+        resized = image.resize(size) if scale < 1.0 else image
+        out = io.BytesIO()
+        if mime == "image/jpeg" or resized.mode not in ("RGBA", "LA", "P"):
+            resized.convert("RGB").save(out, format="JPEG", quality=85)
+            new_mime = "image/jpeg"
+        else:
+            resized.save(out, format="PNG", optimize=True)
+            new_mime = "image/png"
+        if out.tell() <= budget.max_image_bytes:
+            note = f"[image downscaled from {image.width}x{image.height} to {size[0]}x{size[1]}]"
+            return base64.b64encode(out.getvalue()).decode(), new_mime, note
+        scale *= 0.6
+    return None, mime, f"[{mime} image {image.width}x{image.height} not returned: still too large after downscaling]"
+
+
+def image_size(b64: str, mime: str) -> tuple[int, int]:
+    """Width and height from the header bytes, without Pillow."""
+    try:
+        head = base64.b64decode(b64[:4000] + "=" * (-len(b64[:4000]) % 4))
+    except ValueError:
+        return 0, 0
+    if mime == "image/png" and head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 24:
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if mime == "image/jpeg":
+        i = 2
+        while i + 9 < len(head):
+            if head[i] != 0xFF:
+                break
+            marker, length = head[i + 1], int.from_bytes(head[i + 2 : i + 4], "big")
+            if marker in (0xC0, 0xC1, 0xC2):
+                return int.from_bytes(head[i + 7 : i + 9], "big"), int.from_bytes(head[i + 5 : i + 7], "big")
+            i += 2 + length
+    return 0, 0
+
+
+class _HTMLText(HTMLParser):
+    """HTML -> text that keeps tables readable (cells joined with " | ", one row per line)."""
+
+    _BLOCK = {"p", "div", "br", "li", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "table", "thead", "tbody"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.row: list[str] | None = None
+        self.cell: list[str] | None = None
+        self.skip = 0
+
+    def handle_starttag(self, tag: str, attrs: Any) -> None:
+        if tag in ("script", "style"):
+            self.skip += 1
+        elif tag == "tr":
+            self.row = []
+        elif tag in ("td", "th"):
+            self.cell = []
+        elif tag in self._BLOCK:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style"):
+            self.skip = max(0, self.skip - 1)
+        elif tag in ("td", "th") and self.cell is not None and self.row is not None:
+            self.row.append(" ".join("".join(self.cell).split()))
+            self.cell = None
+        elif tag == "tr" and self.row is not None:
+            self.parts.append(" | ".join(self.row) + "\n")
+            self.row = None
+        elif tag in self._BLOCK:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if self.skip:
+            return
+        if self.cell is not None:
+            self.cell.append(data)
+        elif self.row is None:
+            self.parts.append(data)
+
+
+def html_to_text(markup: str) -> str:
+    parser = _HTMLText()
+    try:
+        parser.feed(markup)
+        parser.close()
+    except Exception:  # noqa: BLE001 - malformed HTML: fall back to stripping tags
+        return html.unescape(re.sub(r"<[^>]+>", " ", markup))
+    text = "".join(parser.parts)
+    return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"

@@ -1,0 +1,159 @@
+"""Real kernels (jupyter_client) and the real mcp SDK client over real HTTP.
+
+The kernel's interpreter is ``IPYMCP_KERNEL_PYTHON`` (default: this one), so the same tests run
+against each kernel environment (``make test`` runs the compat set for ipykernel 6.29 and the
+Colab pins too). Jupyter and IPython directories are private to the test session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_ROOT = Path(tempfile.mkdtemp(prefix="ipymcp-tests-"))
+for _var, _sub in (
+    ("JUPYTER_RUNTIME_DIR", "runtime"),
+    ("JUPYTER_DATA_DIR", "data"),
+    ("JUPYTER_CONFIG_DIR", "config"),
+    ("IPYTHONDIR", "ipython"),
+):
+    os.environ[_var] = str(_ROOT / _sub)
+    (_ROOT / _sub).mkdir(parents=True, exist_ok=True)
+os.environ.pop("IPYMCP_PORT", None)
+os.environ.pop("IPYMCP_TOKEN", None)
+
+KERNEL_PYTHON = os.environ.get("IPYMCP_KERNEL_PYTHON") or sys.executable
+KERNEL_NAME = "ipymcp-test"
+_spec_dir = _ROOT / "data" / "kernels" / KERNEL_NAME
+_spec_dir.mkdir(parents=True, exist_ok=True)
+(_spec_dir / "kernel.json").write_text(
+    json.dumps(
+        {
+            "argv": [KERNEL_PYTHON, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "ipymcp test kernel",
+            "language": "python",
+            "env": {"PYTHONUNBUFFERED": "1", "MPLBACKEND": "module://matplotlib_inline.backend_inline"},
+        }
+    )
+)
+
+
+class CellError(AssertionError):
+    pass
+
+
+class KernelHarness:
+    """A real kernel plus a client that plays the user's frontend."""
+
+    def __init__(self, cwd: Path | None = None, env: dict[str, str] | None = None):
+        from jupyter_client import KernelManager
+
+        self.cwd = cwd or Path(tempfile.mkdtemp(prefix="nb-", dir=_ROOT))
+        self.km = KernelManager(kernel_name=KERNEL_NAME)
+        self.km.start_kernel(cwd=str(self.cwd), env={**os.environ, **(env or {})})
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=60)
+        self.url = ""
+        self.token = ""
+
+    @property
+    def kernel_id(self) -> str:
+        return Path(self.km.connection_file).stem.removeprefix("kernel-")
+
+    def run(self, code: str, timeout: float = 60, allow_error: bool = False) -> dict[str, Any]:
+        """Execute as the user would; returns {'status', 'outputs', 'stdout', 'execution_count'}."""
+        outputs: list[dict[str, Any]] = []
+        reply = self.kc.execute_interactive(
+            code, timeout=timeout, output_hook=lambda m: outputs.append(m), allow_stdin=False
+        )
+        content = reply["content"]
+        stdout = "".join(
+            m["content"]["text"] for m in outputs if m["msg_type"] == "stream" and m["content"]["name"] == "stdout"
+        )
+        if content["status"] != "ok" and not allow_error:
+            raise CellError(f"{code!r} failed: {content.get('ename')}: {content.get('evalue')}")
+        return {
+            "status": content["status"],
+            "outputs": outputs,
+            "stdout": stdout,
+            "execution_count": content.get("execution_count"),
+            "reply": reply,
+        }
+
+    def send(self, code: str) -> str:
+        """Start a user cell without waiting for it; returns the msg id."""
+        return self.kc.execute(code)
+
+    def wait_idle(self, msg_id: str, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            reply = self.kc.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return reply
+        raise TimeoutError(msg_id)
+
+    def load_ipymcp(self, extra: str = "") -> None:
+        self.run(f"{extra}\n%load_ext ipymcp")
+        info = self.run(
+            "import ipymcp._state as _s; assert _s.runtime.wait_ready(30), _s.runtime.state\n"
+            "print(_s.runtime.url, _s.runtime.token); del _s"
+        )["stdout"].split()
+        self.url, self.token = info[0], info[1]
+
+    @asynccontextmanager
+    async def client(self, url: str | None = None, token: str | None = None, **kwargs: Any) -> AsyncIterator[Any]:
+        async with mcp_client(url or self.url, self.token if token is None else token, **kwargs) as c:
+            yield c
+
+    def shutdown(self) -> None:
+        try:
+            self.kc.stop_channels()
+        finally:
+            self.km.shutdown_kernel(now=False)
+
+
+@asynccontextmanager
+async def mcp_client(url: str, token: str, mode: str = "auto", **kwargs: Any) -> AsyncIterator[Any]:
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx2.AsyncClient(headers=headers, timeout=120) as http:
+        async with Client(streamable_http_client(url, http_client=http), mode=mode, **kwargs) as client:
+            yield client
+
+
+def text_of(result: Any) -> str:
+    return "".join(getattr(block, "text", "") for block in result.content)
+
+
+@pytest.fixture(scope="module")
+def kernel() -> Any:
+    """One kernel with ipymcp loaded, shared by a test module."""
+    harness = KernelHarness()
+    harness.load_ipymcp()
+    yield harness
+    harness.shutdown()
+
+
+@pytest.fixture
+def fresh_kernel() -> Any:
+    """A kernel of its own, without ipymcp loaded: for lifecycle tests."""
+    harness = KernelHarness()
+    yield harness
+    harness.shutdown()
+
+
+def runtime_dir() -> Path:
+    return _ROOT / "runtime" / "ipymcp"
