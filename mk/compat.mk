@@ -1,0 +1,18 @@
+# Kernel environments besides the main one (ipykernel 7 + IPython 9): each gets its own venv
+# with ipymcp installed, and the tests marked `compat` run with kernels launched from it.
+KERNEL_ENVS := k6 colab
+k6_PINS := "ipykernel==6.29.5" "ipython>=8.30,<9"
+colab_PINS := "ipykernel==6.17.1" "ipython==7.34.0" "tornado==6.5.1"
+
+.venvs/%/.installed: pyproject.toml
+	rm -rf .venvs/$*
+	$(PY) -m venv .venvs/$*
+	.venvs/$*/bin/python -m pip --disable-pip-version-check -q install $($*_PINS) -e . numpy matplotlib pillow 2>&1 | grep -v '^WARNING: Location' || true
+	.venvs/$*/bin/python -c "import ipymcp, ipykernel, IPython; print('$*', ipykernel.__version__, IPython.__version__)"
+	touch $@
+
+test-compat: env $(foreach e,$(KERNEL_ENVS),.venvs/$(e)/.installed)
+	set -e; for e in $(KERNEL_ENVS); do \
+	  echo "== compat: kernels from .venvs/$$e"; \
+	  IPYMCP_KERNEL_PYTHON=$$PWD/.venvs/$$e/bin/python $(PYTEST) tests -m compat -q -p no:cacheprovider; \
+	done
