@@ -223,7 +223,7 @@ def _kernel_id() -> str:
         import ipykernel.connect
 
         name = Path(ipykernel.connect.get_connection_file()).name
-        match = re.match(r"kernel-(.+)\.json$", name)
+        match = re.match(r"(?:kernel-)?(.+?)(?:\.json)?$", name)
         if match:
             return match.group(1)
     except Exception:  # noqa: BLE001 - no connection file (embedded kernel)

@@ -58,7 +58,11 @@ class KernelHarness:
         from jupyter_client import KernelManager
 
         self.cwd = cwd or Path(tempfile.mkdtemp(prefix="nb-", dir=_ROOT))
-        self.km = KernelManager(kernel_name=KERNEL_NAME)
+        import uuid
+
+        # Named like Jupyter Server names them, so the kernel id is the connection file's.
+        connection_file = _ROOT / "runtime" / f"kernel-{uuid.uuid4()}.json"
+        self.km = KernelManager(kernel_name=KERNEL_NAME, connection_file=str(connection_file))
         self.km.start_kernel(cwd=str(self.cwd), env={**os.environ, **(env or {})})
         self.kc = self.km.client()
         self.kc.start_channels()
