@@ -1,0 +1,389 @@
+/**
+ * ipymcp labextension: lets the MCP server inside the kernel read and write the cells of the
+ * notebook view the user is looking at.
+ *
+ * Protocol (JSON over comms, version PROTOCOL):
+ *   kernel -> every view   comm_open 'ipymcp.announce' {protocol}      (on %load_ext)
+ *   view   -> kernel       comm_open 'ipymcp' {protocol, client, path, app, appVersion, focused}
+ *   kernel -> view         comm_msg  {id, op, args}
+ *   view   -> kernel       comm_msg  {id, ok, result | error}           (exactly one per request)
+ *   view   -> kernel       comm_msg  {event: 'focus'}                   (this view got the focus)
+ *   view   -> kernel       comm_close {reason}                          (view closed)
+ *
+ * Edits go through the shared (Yjs) model, so they reach real-time collaboration too.
+ */
+import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { Cell, CodeCell, MarkdownCell } from '@jupyterlab/cells';
+import { INotebookTracker, NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
+import { Kernel, KernelMessage } from '@jupyterlab/services';
+
+const ANNOUNCE_TARGET = 'ipymcp.announce';
+const VIEW_TARGET = 'ipymcp';
+const PROTOCOL = 1;
+const AGENT_CLASS = 'ipymcp-agent-cell';
+
+type Json = any;
+
+class StaleError extends Error {}
+
+/** A short content hash (FNV-1a, 32 bit): the "revision" the agent must quote to write a cell. */
+function revision(cell: Cell): string {
+  const text = cell.model.type + '\u0000' + cell.model.sharedModel.getSource();
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    hash ^= text.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  return hash.toString(16).padStart(8, '0');
+}
+
+function describe(panel: NotebookPanel, cell: Cell, index: number, withOutputs: boolean): Json {
+  const nb = panel.content;
+  const model: Json = cell.model;
+  const code = model.type === 'code';
+  return {
+    index,
+    id: model.id,
+    cell_type: model.type,
+    source: model.sharedModel.getSource(),
+    revision: revision(cell),
+    execution_count: code ? model.executionCount ?? null : null,
+    outputs: code && withOutputs ? model.outputs.toJSON() : [],
+    n_outputs: code ? model.outputs.length : 0,
+    agent: model.getMetadata ? model.getMetadata('ipymcp') ?? null : null,
+    active: nb.activeCellIndex === index,
+    selected: nb.isSelectedOrActive(cell)
+  };
+}
+
+function indexOf(panel: NotebookPanel, cellId: unknown): number {
+  const i = panel.content.widgets.findIndex(w => w.model.id === cellId);
+  if (i < 0) {
+    throw new Error(`no cell with id ${JSON.stringify(cellId)} in ${panel.context.path}; call read_notebook for the current ids`);
+  }
+  return i;
+}
+
+function checkRevision(cell: Cell, expected: unknown): void {
+  if (typeof expected === 'string' && expected !== revision(cell)) {
+    throw new StaleError(
+      `the user changed cell ${cell.model.id} since you last read it; read it again (read_notebook) before writing`
+    );
+  }
+}
+
+function markAgentCell(cell: Cell | undefined): void {
+  const model: Json = cell?.model;
+  if (cell && model?.getMetadata && model.getMetadata('ipymcp')) {
+    cell.addClass(AGENT_CLASS);
+  }
+}
+
+function focused(app: JupyterFrontEnd, panel: NotebookPanel): boolean {
+  return app.shell.currentWidget === panel && document.hasFocus();
+}
+
+async function execute(panel: NotebookPanel, cell: Cell): Promise<boolean> {
+  if (cell.model.type === 'markdown') {
+    (cell as MarkdownCell).rendered = true;
+    return true;
+  }
+  if (cell.model.type !== 'code') {
+    return true;
+  }
+  const runCells = (NotebookActions as Json).runCells;
+  if (typeof runCells === 'function') {
+    // JupyterLab >= 4.1: runs exactly this cell and keeps the user's selection.
+    return await runCells(panel.content, [cell], panel.sessionContext);
+  }
+  const reply = await CodeCell.execute(cell as CodeCell, panel.sessionContext);
+  return !!reply && reply.content.status === 'ok';
+}
+
+async function apply(app: JupyterFrontEnd, panel: NotebookPanel, op: string, args: Json): Promise<Json> {
+  await panel.context.ready;
+  const nb = panel.content;
+  const shared = panel.context.model.sharedModel;
+  switch (op) {
+    case 'hello':
+      return { path: panel.context.path, n_cells: nb.widgets.length, focused: focused(app, panel) };
+    case 'read_notebook': {
+      const start = Math.max(0, args.start ?? 0);
+      const stop = args.limit == null ? nb.widgets.length : Math.min(nb.widgets.length, start + args.limit);
+      const cells = [];
+      for (let i = start; i < stop; i++) {
+        cells.push(describe(panel, nb.widgets[i], i, args.include_outputs !== false));
+      }
+      return {
+        path: panel.context.path,
+        dirty: panel.context.model.dirty,
+        n_cells: nb.widgets.length,
+        active_cell_index: nb.activeCellIndex,
+        active_cell_id: nb.activeCell?.model.id ?? null,
+        kernel_busy: panel.sessionContext.session?.kernel?.status === 'busy',
+        cells
+      };
+    }
+    case 'insert_cell': {
+      const n = shared.cells.length;
+      let index = n;
+      if (typeof args.after_cell_id === 'string') {
+        index = indexOf(panel, args.after_cell_id) + 1;
+      } else if (typeof args.index === 'number') {
+        index = args.index < 0 ? n + 1 + args.index : args.index;
+      }
+      index = Math.max(0, Math.min(index, n));
+      shared.insertCell(index, {
+        cell_type: args.cell_type ?? 'code',
+        source: args.source ?? '',
+        metadata: args.metadata ?? {}
+      } as Json);
+      const cell = nb.widgets[index];
+      if (cell.model.type === 'markdown') {
+        (cell as MarkdownCell).rendered = true;
+      }
+      markAgentCell(cell);
+      return describe(panel, cell, index, false);
+    }
+    case 'edit_cell': {
+      const i = indexOf(panel, args.cell_id);
+      const cell = nb.widgets[i];
+      checkRevision(cell, args.revision);
+      cell.model.sharedModel.setSource(args.source ?? '');
+      if (args.provenance) {
+        (cell.model as Json).setMetadata('ipymcp', args.provenance);
+      }
+      if (cell.model.type === 'markdown') {
+        (cell as MarkdownCell).rendered = true;
+      }
+      markAgentCell(cell);
+      return describe(panel, cell, i, false);
+    }
+    case 'delete_cell': {
+      const i = indexOf(panel, args.cell_id);
+      const cell = nb.widgets[i];
+      checkRevision(cell, args.revision);
+      const gone = describe(panel, cell, i, false);
+      shared.deleteCell(i);
+      return gone;
+    }
+    case 'move_cell': {
+      const from = indexOf(panel, args.cell_id);
+      const to = Math.max(0, Math.min(args.to_index ?? 0, nb.widgets.length - 1));
+      if (from !== to) {
+        shared.moveCell(from, to);
+      }
+      return describe(panel, nb.widgets[to], to, false);
+    }
+    case 'execute_cell': {
+      const i = indexOf(panel, args.cell_id);
+      const cell = nb.widgets[i];
+      const ok = await execute(panel, cell);
+      const now = nb.widgets.indexOf(cell);
+      return { ok, ...describe(panel, cell, now < 0 ? i : now, true) };
+    }
+    case 'get_active': {
+      const cell = nb.activeCell;
+      return {
+        path: panel.context.path,
+        index: nb.activeCellIndex,
+        cell: cell ? describe(panel, cell, nb.activeCellIndex, false) : null,
+        mode: nb.mode,
+        selected_ids: nb.widgets.filter(w => nb.isSelectedOrActive(w)).map(w => w.model.id),
+        editor_selection: cell?.editor?.getSelection() ?? null,
+        focused: focused(app, panel)
+      };
+    }
+    case 'save':
+      await panel.context.save();
+      return { path: panel.context.path, dirty: panel.context.model.dirty };
+    default:
+      throw new Error(`unknown op ${op} (frontend protocol ${PROTOCOL}); update the ipymcp labextension`);
+  }
+}
+
+/** One comm per (view, kernel connection); never more than one listener of each kind. */
+class ViewLink {
+  private comm: Kernel.IComm | null = null;
+
+  constructor(
+    private app: JupyterFrontEnd,
+    private panel: NotebookPanel,
+    private kernel: Kernel.IKernelConnection
+  ) {}
+
+  get connected(): boolean {
+    return !!this.comm && !this.comm.isDisposed;
+  }
+
+  connect(): void {
+    if (this.connected || this.kernel.isDisposed || this.panel.isDisposed) {
+      return;
+    }
+    const comm = this.kernel.createComm(VIEW_TARGET);
+    this.comm = comm;
+    comm.onMsg = (msg: KernelMessage.ICommMsgMsg) => {
+      const { id, op, args } = msg.content.data as Json;
+      if (id === undefined) {
+        return;
+      }
+      // Never return this promise: JupyterLab stops handling kernel messages until a promise
+      // returned from a comm handler settles, and execute_cell waits for kernel messages.
+      void apply(this.app, this.panel, op, args ?? {}).then(
+        result => this.send({ id, ok: true, result }),
+        err => this.send({ id, ok: false, stale: err instanceof StaleError, error: String(err?.message ?? err) })
+      );
+    };
+    comm.onClose = () => {
+      if (this.comm === comm) {
+        this.comm = null;
+      }
+    };
+    comm.open({
+      protocol: PROTOCOL,
+      client: this.kernel.clientId,
+      path: this.panel.context.path,
+      app: this.app.name,
+      appVersion: this.app.version,
+      focused: focused(this.app, this.panel)
+    });
+  }
+
+  send(data: Json): void {
+    if (this.connected && !this.kernel.isDisposed) {
+      try {
+        this.comm!.send(data);
+      } catch (err) {
+        console.warn('ipymcp: could not reply to the kernel', err);
+      }
+    }
+  }
+
+  disconnect(reason: string): void {
+    const comm = this.comm;
+    this.comm = null;
+    if (comm && !comm.isDisposed && !this.kernel.isDisposed) {
+      try {
+        comm.close({ reason });
+      } catch {
+        // the kernel is gone already
+      }
+    }
+  }
+}
+
+/** Follows one notebook panel across kernel changes, restarts and reconnects. */
+class PanelWatcher {
+  private link: ViewLink | null = null;
+  private kernel: Kernel.IKernelConnection | null = null;
+  private onAnnounce = () => this.link?.connect();
+
+  constructor(
+    private app: JupyterFrontEnd,
+    private panel: NotebookPanel
+  ) {
+    panel.sessionContext.kernelChanged.connect(this.onKernelChanged, this);
+    panel.disposed.connect(this.dispose, this);
+    void panel.sessionContext.ready.then(() => this.attach(panel.sessionContext.session?.kernel ?? null));
+  }
+
+  focus(): void {
+    this.link?.send({ event: 'focus' });
+  }
+
+  private onKernelChanged(_: unknown, change: { newValue: Kernel.IKernelConnection | null }): void {
+    this.attach(change.newValue);
+  }
+
+  private attach(kernel: Kernel.IKernelConnection | null): void {
+    if (kernel === this.kernel) {
+      return;
+    }
+    this.detach();
+    this.kernel = kernel;
+    if (!kernel || !kernel.handleComms) {
+      return;
+    }
+    const link = new ViewLink(this.app, this.panel, kernel);
+    this.link = link;
+    // The kernel loads ipymcp after this view is open: it announces itself.
+    kernel.registerCommTarget(ANNOUNCE_TARGET, this.onAnnounce);
+    kernel.connectionStatusChanged.connect(this.onConnectionStatus, this);
+    // This view opened (or the page reloaded) after ipymcp was loaded: ask whether it is there.
+    void kernel.info.then(() => this.probe());
+  }
+
+  private onConnectionStatus(kernel: Kernel.IKernelConnection, status: Kernel.ConnectionStatus): void {
+    if (status === 'connected' && kernel === this.kernel && !this.link?.connected) {
+      this.probe();
+    }
+  }
+
+  private probe(): void {
+    const kernel = this.kernel;
+    if (!kernel || kernel.isDisposed) {
+      return;
+    }
+    kernel
+      .requestCommInfo({ target_name: ANNOUNCE_TARGET })
+      .then(reply => {
+        const content: Json = reply.content;
+        if (content.status === 'ok' && Object.keys(content.comms ?? {}).length > 0) {
+          this.link?.connect();
+        }
+      })
+      .catch(() => undefined);
+  }
+
+  private detach(): void {
+    const kernel = this.kernel;
+    this.link?.disconnect('kernel changed');
+    this.link = null;
+    this.kernel = null;
+    if (kernel && !kernel.isDisposed) {
+      kernel.connectionStatusChanged.disconnect(this.onConnectionStatus, this);
+      try {
+        kernel.removeCommTarget(ANNOUNCE_TARGET, this.onAnnounce);
+      } catch {
+        // comms are not handled on this connection
+      }
+    }
+  }
+
+  dispose(): void {
+    this.link?.disconnect('view closed');
+    this.detach();
+    this.panel.sessionContext.kernelChanged.disconnect(this.onKernelChanged, this);
+    watchers.delete(this.panel);
+  }
+}
+
+const watchers = new Map<NotebookPanel, PanelWatcher>();
+
+function watch(app: JupyterFrontEnd, panel: NotebookPanel): void {
+  if (!watchers.has(panel)) {
+    watchers.set(panel, new PanelWatcher(app, panel));
+  }
+}
+
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: 'ipymcp:plugin',
+  description: 'Lets the ipymcp MCP server in the kernel read and write this notebook.',
+  autoStart: true,
+  requires: [INotebookTracker],
+  activate: (app: JupyterFrontEnd, tracker: INotebookTracker) => {
+    tracker.forEach(panel => watch(app, panel));
+    tracker.widgetAdded.connect((_, panel) => watch(app, panel));
+    const focusCurrent = () => {
+      const panel = tracker.currentWidget;
+      if (panel && document.hasFocus()) {
+        watchers.get(panel)?.focus();
+      }
+    };
+    tracker.currentChanged.connect(focusCurrent);
+    window.addEventListener('focus', focusCurrent);
+    console.log(`ipymcp labextension activated in ${app.name} ${app.version}`);
+  }
+};
+
+export default plugin;
