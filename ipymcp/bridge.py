@@ -1,0 +1,677 @@
+"""``ipymcp connect``: a stdio MCP server that forwards to the HTTP server inside a kernel.
+
+Downstream is a low-level ``Server`` on stdio (it answers both protocol eras); upstream is an
+SDK ``Client`` over Streamable HTTP with the kernel's bearer token. The kernel is found through
+the runtime files the core writes (``server/discovery.py``), so a client's configuration stays
+``ipymcp connect`` while ports and tokens change with every kernel start.
+
+Each upstream ``Client`` lives in a task of its own: the SDK tears its task group down when the
+HTTP server goes away (a kernel restart), and that must end the upstream, never the bridge.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import httpx2
+import mcp_types as types
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.client.subscriptions import ListenNotSupportedError
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel import NotificationOptions, Server
+from mcp.server.session import ServerSession
+from mcp.server.subscriptions import (
+    InMemorySubscriptionBus,
+    ListenHandler,
+    PromptsListChanged,
+    ResourcesListChanged,
+    ServerEvent,
+    ToolsListChanged,
+)
+from mcp.shared.exceptions import MCPError
+
+from ._version import __version__
+from .server import discovery
+
+log = logging.getLogger("ipymcp.connect")
+
+# Bounded waits: an agent must get an answer, never a hang, while a kernel restarts.
+CONNECT_TIMEOUT = 10.0
+STATUS_TIMEOUT = 3.0
+POLL_INTERVAL = 2.0
+
+_T = TypeVar("_T")
+
+BRIDGE_INSTRUCTIONS = """\
+You reach the notebook through `ipymcp connect`. {chosen} list_notebooks shows every notebook \
+kernel with ipymcp loaded; select_notebook(notebook or kernel_id) sends the following calls to \
+another one. If a kernel restarts, its variables are gone and one call fails saying so; the next \
+call goes to the new kernel once ipymcp is loaded there again."""
+
+
+class BridgeError(Exception):
+    """A sentence for the agent: what went wrong with the connection and what to do next."""
+
+
+# -- which kernel ----------------------------------------------------------------------------
+
+
+@dataclass
+class Selection:
+    """What the user asked for on the command line (or, later, through select_notebook)."""
+
+    notebook: str | None = None
+    kernel_id: str | None = None
+    url: str | None = None
+    token: str | None = None
+    cwd: Path = field(default_factory=Path.cwd)
+
+    @classmethod
+    def from_env(cls, notebook: str | None, kernel_id: str | None, url: str | None, token: str | None) -> Selection:
+        """Command-line values first, then IPYMCP_URL/IPYMCP_TOKEN, then the seed's SERVER_URL/TOKEN/NOTEBOOK_PATH."""
+        env = os.environ
+        return cls(
+            notebook=notebook or env.get("NOTEBOOK_PATH") or None,
+            kernel_id=kernel_id,
+            url=url or env.get("IPYMCP_URL") or env.get("SERVER_URL") or None,
+            token=token or env.get("IPYMCP_TOKEN") or env.get("TOKEN") or None,
+        )
+
+    def describe(self) -> str:
+        if self.url:
+            return f"--url {self.url}"
+        if self.kernel_id:
+            return f"--kernel-id {self.kernel_id}"
+        if self.notebook:
+            return f"--notebook {self.notebook}"
+        return f"a notebook under {self.cwd}, else the newest kernel"
+
+
+def _notebook_matches(info: dict[str, Any], wanted: str, cwd: Path) -> bool:
+    path = info.get("notebook_path") or ""
+    if not path:
+        return False
+    if path == wanted or Path(path).name == wanted or Path(path).stem == wanted:
+        return True
+    candidates = {Path(wanted).expanduser()}
+    if not Path(wanted).is_absolute():
+        candidates.add(cwd / wanted)
+        candidates.add(Path(info.get("cwd") or cwd) / wanted)
+    return any(_same_path(Path(path), c) for c in candidates) or path.endswith("/" + wanted.lstrip("./"))
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    try:
+        return a.expanduser().resolve() == b.expanduser().resolve()
+    except OSError:
+        return False
+
+
+def _is_under(path: str | None, directory: Path) -> bool:
+    if not path:
+        return False
+    try:
+        Path(path).expanduser().resolve().relative_to(directory.resolve())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def choose_kernel(kernels: list[dict[str, Any]], selection: Selection) -> tuple[dict[str, Any] | None, str]:
+    """The kernel to talk to and why, following the documented order. ``kernels`` is newest first."""
+    if selection.url:
+        if not selection.token:
+            return None, f"--url {selection.url} needs --token (or IPYMCP_TOKEN); `%mcp token` in the notebook shows it"
+        known = next((k for k in kernels if k.get("url") == selection.url), {})
+        return {**known, "url": selection.url, "token": selection.token}, "given with --url"
+    if selection.kernel_id:
+        for info in kernels:
+            if info.get("kernel_id") == selection.kernel_id:
+                return info, f"kernel id {selection.kernel_id}"
+        return None, f"no running kernel with id {selection.kernel_id} has ipymcp loaded"
+    if selection.notebook:
+        for info in kernels:
+            if _notebook_matches(info, selection.notebook, selection.cwd):
+                return info, f"notebook {selection.notebook}"
+        return None, f"no running kernel of notebook {selection.notebook} has ipymcp loaded"
+    if not kernels:
+        return None, "no running kernel has ipymcp loaded"
+    for info in kernels:
+        if _is_under(info.get("notebook_path"), selection.cwd):
+            return info, f"its notebook is under the current directory {selection.cwd}"
+    for info in kernels:
+        if not info.get("notebook_path") and _is_under(info.get("cwd"), selection.cwd):
+            return info, f"its working directory is under the current directory {selection.cwd}"
+    return kernels[0], "the most recently started kernel"
+
+
+def describe_kernel(info: dict[str, Any]) -> str:
+    name = info.get("notebook_path") or f"a kernel in {info.get('cwd') or '?'}"
+    kernel_id = info.get("kernel_id")
+    return f"{name} (kernel {kernel_id})" if kernel_id else f"{name} at {info.get('url')}"
+
+
+# -- one upstream connection -----------------------------------------------------------------
+
+
+class Upstream:
+    """One SDK ``Client`` to one kernel's server, owned by its own task (``run``)."""
+
+    def __init__(self, info: dict[str, Any], on_event: Callable[[ServerEvent], Awaitable[None]]):
+        self.info = info
+        self.client: Client | None = None
+        self.dead = anyio.Event()
+        self.error: BaseException | None = None
+        # True once an agent's call was answered with the error about this connection's loss.
+        self.loss_reported = False
+        self._on_event = on_event
+        self._stop = anyio.Event()
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        started = False
+        try:
+            headers = {"Authorization": f"Bearer {self.info['token']}"}
+            # No read timeout: tool calls run as long as the tool allows, and the listen stream is
+            # long-lived. A dead server shows up as a closed connection instead.
+            timeout = httpx2.Timeout(CONNECT_TIMEOUT, read=None)
+            async with httpx2.AsyncClient(headers=headers, timeout=timeout) as http:
+                transport = streamable_http_client(self.info["url"], http_client=http)
+                async with Client(transport, cache=None, message_handler=self._on_message) as client:
+                    self.client = client
+                    started = True
+                    task_status.started()
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(self._listen, client)
+                        await self._stop.wait()
+                        tg.cancel_scope.cancel()
+        except Exception as exc:  # noqa: BLE001 - an ExceptionGroup from the SDK when the server goes away
+            self.error = exc
+            if not started:
+                raise BridgeError(_connect_failure(self.info, exc)) from exc
+            log.info("connection to %s lost: %s", self.info.get("url"), _root_cause(exc))
+        finally:
+            self.client = None
+            self.dead.set()
+
+    def close(self) -> None:
+        self._stop.set()
+
+    async def _listen(self, client: Client) -> None:
+        """List-changed events of the 2026-07-28 era; its end also tells that the server went away."""
+        try:
+            async with client.listen(
+                tools_list_changed=True, prompts_list_changed=True, resources_list_changed=True
+            ) as subscription:
+                async for event in subscription:
+                    await self._on_event(event)
+        except ListenNotSupportedError:
+            return  # a handshake-era server: list changes arrive through _on_message
+        except Exception as exc:  # noqa: BLE001
+            if self._stop.is_set():
+                return
+            self.error = exc
+            log.info("event stream from %s ended: %s", self.info.get("url"), _root_cause(exc))
+        self._stop.set()
+
+    async def _on_message(self, message: Any) -> None:
+        events = {
+            types.ToolListChangedNotification: ToolsListChanged,
+            types.PromptListChangedNotification: PromptsListChanged,
+            types.ResourceListChangedNotification: ResourcesListChanged,
+        }
+        for notification, event in events.items():
+            if isinstance(message, notification):
+                await self._on_event(event())
+
+    async def call(self, fn: Callable[[Client], Awaitable[_T]]) -> _T:
+        """Run one request; if the server goes away meanwhile, raise ``ConnectionLost`` at once."""
+        client = self.client
+        if client is None or self.dead.is_set():
+            raise ConnectionLost(self.error)
+        outcome: list[_T] = []
+        async with anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                await self.dead.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(watch)
+            try:
+                outcome.append(await fn(client))
+            except MCPError as exc:
+                if exc.code != types.CONNECTION_CLOSED:
+                    raise
+                await self._wait_dead()
+                raise ConnectionLost(exc) from exc
+            except (httpx2.HTTPError, anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
+                await self._wait_dead()
+                raise ConnectionLost(exc) from exc
+            finally:
+                tg.cancel_scope.cancel()
+        if not outcome:
+            raise ConnectionLost(self.error)
+        return outcome[0]
+
+    async def _wait_dead(self) -> None:
+        self._stop.set()
+        with anyio.move_on_after(2):
+            await self.dead.wait()
+
+
+class ConnectionLost(Exception):
+    def __init__(self, cause: BaseException | None):
+        super().__init__(_root_cause(cause) if cause is not None else "connection closed")
+
+
+def _root_cause(exc: BaseException | None) -> str:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    if exc is None:
+        return "unknown error"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _connect_failure(info: dict[str, Any], exc: BaseException) -> str:
+    cause = _root_cause(exc)
+    if "401" in cause or "invalid_token" in cause:
+        return f"the server at {info.get('url')} refused the token; copy it again with `%mcp token` in the notebook"
+    return f"could not reach the ipymcp server of {describe_kernel(info)} at {info.get('url')} ({cause})"
+
+
+# -- the bridge --------------------------------------------------------------------------------
+
+
+NOTEBOOK_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "notebook": {
+            "type": "string",
+            "description": "notebook path or file name (e.g. analysis.ipynb), as shown by list_notebooks",
+        },
+        "kernel_id": {"type": "string", "description": "kernel id, as shown by list_notebooks"},
+    },
+}
+
+
+BRIDGE_TOOLS = [
+    types.Tool(
+        name="list_notebooks",
+        title="List notebooks with ipymcp",
+        description=(
+            "List every running notebook kernel that has ipymcp loaded: notebook path, kernel id, "
+            "when ipymcp started, busy/idle, and which one your calls currently go to (selected). "
+            "Use select_notebook to switch. A notebook missing here needs `%load_ext ipymcp` run in it."
+        ),
+        input_schema={"type": "object", "properties": {}},
+        annotations=types.ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
+    ),
+    types.Tool(
+        name="select_notebook",
+        title="Send calls to another notebook",
+        description=(
+            "Choose the notebook kernel that the following tool calls go to, by notebook path or file "
+            "name, or by kernel id (see list_notebooks). Each notebook has its own variables. Returns "
+            "the notebook now selected; on error, call list_notebooks to see the choices."
+        ),
+        input_schema=NOTEBOOK_SCHEMA,
+        annotations=types.ToolAnnotations(
+            read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+        ),
+    ),
+]
+BRIDGE_TOOL_NAMES = {tool.name for tool in BRIDGE_TOOLS}
+
+
+class Bridge:
+    def __init__(self, selection: Selection, runtime_dir: Path | None = None):
+        self.selection = selection
+        self.runtime_dir = runtime_dir
+        self.upstream: Upstream | None = None
+        self.chosen_because = ""
+        self.bus = InMemorySubscriptionBus()
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._session: ServerSession | None = None
+        self._switch_lock = anyio.Lock()
+        # Set when the kernel went away by itself: the next call reports it once (its variables
+        # are gone), even if the bridge has reconnected to the new server meanwhile.
+        self._lost_notice: str | None = None
+        self._last_problem: str | None = None
+
+    # -- connection management ------------------------------------------------------------------
+    def kernels(self) -> list[dict[str, Any]]:
+        return discovery.list_kernels(self.runtime_dir)
+
+    async def connect(self, info: dict[str, Any], because: str) -> Upstream:
+        """Open an upstream to ``info`` (bounded) and make it current; closes the previous one."""
+        assert self._tg is not None
+        upstream = Upstream(info, self._forward_event)
+        with anyio.fail_after(CONNECT_TIMEOUT + 2):
+            await self._tg.start(upstream.run)
+        previous, self.upstream = self.upstream, upstream
+        if previous is not None:
+            previous.close()
+        self.chosen_because = because
+        self._last_problem = None
+        log.info("connected to %s: chosen because %s", describe_kernel(info), because)
+        self._tg.start_soon(self._watch, upstream)
+        return upstream
+
+    async def ensure_upstream(self) -> Upstream:
+        """The live upstream, reconnecting (re-discovering) if there is none."""
+        async with self._switch_lock:
+            if self.upstream is not None and not self.upstream.dead.is_set():
+                return self.upstream
+            info, because = self._rediscover()
+            if info is None:
+                raise BridgeError(
+                    f"Not connected to a notebook: {because}. Run `%load_ext ipymcp` in the notebook "
+                    "(or wait until its kernel has restarted and load it again), then retry; "
+                    "list_notebooks shows the kernels that are ready."
+                )
+            try:
+                return await self.connect(info, because)
+            except (BridgeError, TimeoutError) as exc:
+                raise BridgeError(f"{exc}. Retry in a moment; list_notebooks shows the kernels that are ready.") from exc
+
+    def _rediscover(self) -> tuple[dict[str, Any] | None, str]:
+        """After a restart the kernel id (and notebook) stay the same: prefer them, then the original rule."""
+        kernels = self.kernels()
+        previous = self.upstream.info if self.upstream is not None else None
+        if previous is not None and not self.selection.url:
+            for key in ("kernel_id", "notebook_path"):
+                if previous.get(key):
+                    for info in kernels:
+                        if info.get(key) == previous[key]:
+                            return info, f"same {key.replace('_', ' ')} as before ({previous[key]})"
+        return choose_kernel(kernels, self.selection)
+
+    async def _watch(self, upstream: Upstream) -> None:
+        """When the current upstream dies by itself, remember to tell the agent, and reconnect."""
+        await upstream.dead.wait()
+        if upstream is not self.upstream or upstream.loss_reported:
+            return  # replaced on purpose (select_notebook), or the failing call already said so
+        self._lost_notice = (
+            f"The connection to {describe_kernel(upstream.info)} was lost ({_root_cause(upstream.error)}): "
+            "the kernel restarted or shut down, so its variables may be gone."
+        )
+        log.info("%s", self._lost_notice)
+        await self._announce(ToolsListChanged(), PromptsListChanged(), ResourcesListChanged())
+
+    async def _poll(self) -> None:
+        """Without an upstream, connect as soon as a matching kernel loads ipymcp (clients that
+        started before the notebook learn about the kernel's tools through list-changed)."""
+        while True:
+            await anyio.sleep(POLL_INTERVAL)
+            if self.upstream is not None and not self.upstream.dead.is_set():
+                continue
+            info, _ = self._rediscover()
+            if info is None:
+                continue
+            try:
+                await self.ensure_upstream()
+            except BridgeError as exc:
+                if str(exc) != self._last_problem:
+                    log.info("%s", exc)
+                self._last_problem = str(exc)
+                continue
+            await self._announce(ToolsListChanged(), PromptsListChanged(), ResourcesListChanged())
+
+    async def _forward_event(self, event: ServerEvent) -> None:
+        await self._announce(event)
+
+    async def _announce(self, *events: ServerEvent) -> None:
+        """List-changed downstream, in both eras: listen streams (2026) and the session (2025)."""
+        for event in events:
+            await self.bus.publish(event)
+        session = self._session
+        if session is None or session.protocol_version in types.MODERN_PROTOCOL_VERSIONS:
+            return
+        senders = {
+            ToolsListChanged: session.send_tool_list_changed,
+            PromptsListChanged: session.send_prompt_list_changed,
+            ResourcesListChanged: session.send_resource_list_changed,
+        }
+        for event in events:
+            sender = senders.get(type(event))
+            if sender is not None:
+                try:
+                    await sender()
+                except Exception:  # noqa: BLE001 - the client left; nothing to tell
+                    log.debug("could not send %s", type(event).__name__, exc_info=True)
+
+    # -- forwarding ---------------------------------------------------------------------------
+    async def forward(self, ctx: ServerRequestContext[Any], fn: Callable[[Client], Awaitable[_T]]) -> _T:
+        """Send one request upstream, reconnecting first if needed; errors are BridgeError sentences."""
+        self._session = ctx.session
+        notice, self._lost_notice = self._lost_notice, None
+        if notice is not None:
+            try:
+                upstream = await self.ensure_upstream()
+                now = f"Calls now go to {describe_kernel(upstream.info)}; load your data again, then retry."
+            except BridgeError as exc:
+                now = str(exc)
+            raise BridgeError(f"{notice} {now}")
+        upstream = await self.ensure_upstream()
+        try:
+            return await upstream.call(fn)
+        except ConnectionLost as exc:
+            upstream.loss_reported = True  # this error is the one the agent gets
+            self._lost_notice = None
+            lost = (
+                f"The connection to {describe_kernel(upstream.info)} was lost ({exc}): the kernel "
+                "restarted or shut down, so its variables may be gone."
+            )
+            try:
+                replacement = await self.ensure_upstream()
+                now = f"Calls now go to {describe_kernel(replacement.info)}; load your data again, then retry."
+            except BridgeError as next_exc:
+                now = str(next_exc)
+            raise BridgeError(f"{lost} {now}") from exc
+
+    async def list_notebooks(self) -> dict[str, Any]:
+        current = self.upstream if self.upstream is not None and not self.upstream.dead.is_set() else None
+        rows = []
+        kernels = self.kernels()
+
+        async def status_of(info: dict[str, Any], row: dict[str, Any]) -> None:
+            row["state"] = await self._kernel_state(info, current)
+
+        async with anyio.create_task_group() as tg:
+            for info in kernels:
+                row = {
+                    "notebook_path": info.get("notebook_path"),
+                    "kernel_id": info.get("kernel_id"),
+                    "started": info.get("started"),
+                    "cwd": info.get("cwd"),
+                    "state": "unknown",
+                    "selected": current is not None and info.get("url") == current.info.get("url"),
+                }
+                rows.append(row)
+                tg.start_soon(status_of, info, row)
+        result: dict[str, Any] = {"notebooks": rows}
+        if current is None:
+            result["note"] = "no notebook selected yet: call select_notebook"
+        elif not any(row["selected"] for row in rows):
+            result["selected"] = describe_kernel(current.info)
+        return result
+
+    async def _kernel_state(self, info: dict[str, Any], current: Upstream | None) -> str:
+        async def ask(client: Client) -> Any:
+            return await client.call_tool("kernel_status", {})
+
+        try:
+            with anyio.fail_after(STATUS_TIMEOUT):
+                if current is not None and info.get("url") == current.info.get("url"):
+                    result = await current.call(ask)
+                else:
+                    headers = {"Authorization": f"Bearer {info['token']}"}
+                    async with httpx2.AsyncClient(headers=headers, timeout=STATUS_TIMEOUT) as http:
+                        async with Client(streamable_http_client(info["url"], http_client=http), cache=None) as c:
+                            result = await ask(c)
+        except Exception:  # noqa: BLE001 - shown as unreachable; the row still helps
+            return "unreachable"
+        state = (result.structured_content or {}).get("state")
+        return state if isinstance(state, str) else "unknown"
+
+    async def select_notebook(self, notebook: str | None, kernel_id: str | None) -> dict[str, Any]:
+        if not notebook and not kernel_id:
+            raise BridgeError("Give notebook (a path or file name) or kernel_id; list_notebooks shows them.")
+        wanted = Selection(notebook=notebook, kernel_id=kernel_id, cwd=self.selection.cwd)
+        info, because = choose_kernel(self.kernels(), wanted)
+        if info is None:
+            raise BridgeError(f"{because}; call list_notebooks to see the notebooks you can select.")
+        async with self._switch_lock:
+            if self.upstream is None or self.upstream.info.get("url") != info.get("url") or self.upstream.dead.is_set():
+                try:
+                    await self.connect(info, f"selected by {because}")
+                except (BridgeError, TimeoutError) as exc:
+                    raise BridgeError(f"{exc}; call list_notebooks and try again.") from exc
+            # Re-discovery after a restart follows the selection from now on.
+            self.selection = Selection(
+                notebook=info.get("notebook_path") or None, kernel_id=info.get("kernel_id"), cwd=self.selection.cwd
+            )
+            self._lost_notice = None
+        await self._announce(ToolsListChanged(), PromptsListChanged(), ResourcesListChanged())
+        return {
+            "selected": describe_kernel(info),
+            "notebook_path": info.get("notebook_path"),
+            "kernel_id": info.get("kernel_id"),
+        }
+
+    # -- the downstream server --------------------------------------------------------------------
+    def instructions(self) -> str:
+        if self.upstream is not None:
+            chosen = f"Connected to {describe_kernel(self.upstream.info)} (chosen: {self.chosen_because})."
+            upstream_text = self.upstream.client.instructions if self.upstream.client is not None else None
+        else:
+            chosen = f"Not connected to a notebook yet ({self._last_problem or 'none found'})."
+            upstream_text = None
+        bridge_text = BRIDGE_INSTRUCTIONS.format(chosen=chosen)
+        return f"{upstream_text.rstrip()}\n\n{bridge_text}" if upstream_text else bridge_text
+
+    def build_server(self) -> Server[Any]:
+        return Server(
+            "ipymcp",
+            version=__version__,
+            title="ipymcp (connect)",
+            instructions=self.instructions(),
+            on_list_tools=self._list_tools,
+            on_call_tool=self._call_tool,
+            on_list_resources=self._list_resources,
+            on_list_resource_templates=self._list_resource_templates,
+            on_read_resource=self._read_resource,
+            on_list_prompts=self._list_prompts,
+            on_get_prompt=self._get_prompt,
+            on_subscriptions_listen=ListenHandler(self.bus),
+        )
+
+    async def _list_tools(self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None):
+        cursor = params.cursor if params else None
+        try:
+            result = await self.forward(ctx, lambda c: c.list_tools(cursor=cursor))
+        except BridgeError:
+            result = types.ListToolsResult(tools=[])
+        tools = [t for t in result.tools if t.name not in BRIDGE_TOOL_NAMES]
+        if cursor is None:
+            tools += BRIDGE_TOOLS
+        return types.ListToolsResult(tools=tools, next_cursor=result.next_cursor)
+
+    async def _call_tool(self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams):
+        arguments = params.arguments or {}
+        try:
+            if params.name == "list_notebooks":
+                self._session = ctx.session
+                return _structured(await self.list_notebooks())
+            if params.name == "select_notebook":
+                self._session = ctx.session
+                return _structured(await self.select_notebook(arguments.get("notebook"), arguments.get("kernel_id")))
+
+            async def progress(value: float, total: float | None, message: str | None) -> None:
+                await ctx.session.report_progress(value, total, message)
+
+            return await self.forward(
+                ctx, lambda c: c.call_tool(params.name, arguments, progress_callback=progress)
+            )
+        except BridgeError as exc:
+            return types.CallToolResult(content=[types.TextContent(type="text", text=str(exc))], is_error=True)
+
+    async def _list_resources(self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None):
+        cursor = params.cursor if params else None
+        try:
+            return await self.forward(ctx, lambda c: c.list_resources(cursor=cursor))
+        except BridgeError:
+            return types.ListResourcesResult(resources=[])
+
+    async def _list_resource_templates(
+        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ):
+        cursor = params.cursor if params else None
+        try:
+            return await self.forward(ctx, lambda c: c.list_resource_templates(cursor=cursor))
+        except BridgeError:
+            return types.ListResourceTemplatesResult(resource_templates=[])
+
+    async def _read_resource(self, ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams):
+        try:
+            return await self.forward(ctx, lambda c: c.read_resource(str(params.uri)))
+        except BridgeError as exc:
+            raise MCPError(types.INTERNAL_ERROR, str(exc)) from exc
+
+    async def _list_prompts(self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None):
+        cursor = params.cursor if params else None
+        try:
+            return await self.forward(ctx, lambda c: c.list_prompts(cursor=cursor))
+        except BridgeError:
+            return types.ListPromptsResult(prompts=[])
+
+    async def _get_prompt(self, ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams):
+        try:
+            return await self.forward(ctx, lambda c: c.get_prompt(params.name, params.arguments))
+        except BridgeError as exc:
+            raise MCPError(types.INTERNAL_ERROR, str(exc)) from exc
+
+    # -- running ----------------------------------------------------------------------------------
+    async def serve(self, read_stream: Any, write_stream: Any) -> None:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            info, because = choose_kernel(self.kernels(), self.selection)
+            if info is None:
+                self._last_problem = because
+                log.warning("ipymcp connect: %s; waiting for one (run `%%load_ext ipymcp` in a notebook)", because)
+            else:
+                try:
+                    await self.connect(info, because)
+                except (BridgeError, TimeoutError) as exc:
+                    self._last_problem = str(exc) or "timed out"
+                    log.warning("ipymcp connect: %s", self._last_problem)
+            if self.upstream is not None:
+                log.warning("ipymcp connect: using %s (%s)", describe_kernel(self.upstream.info), self.chosen_because)
+            tg.start_soon(self._poll)
+            server = self.build_server()
+            options = server.create_initialization_options(
+                NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
+            )
+            await server.run(read_stream, write_stream, options)
+            tg.cancel_scope.cancel()
+
+
+def _structured(data: dict[str, Any]) -> types.CallToolResult:
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=json.dumps(data, indent=1))], structured_content=data
+    )
+
+
+async def run_stdio(selection: Selection) -> None:
+    from mcp.server.stdio import stdio_server
+
+    bridge = Bridge(selection)
+    async with stdio_server() as (read_stream, write_stream):
+        await bridge.serve(read_stream, write_stream)

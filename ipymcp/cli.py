@@ -1,0 +1,137 @@
+"""The ``ipymcp`` command: ``connect`` (stdio bridge to a kernel), ``list``, ``config CLIENT``."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import logging
+import sys
+from typing import Any
+
+from .clients import CLIENTS, stdio_snippet, write_config
+
+SELECTION_HELP = """\
+Which kernel: --notebook PATH (path or file name), --kernel-id ID, --url URL --token TOKEN (also
+IPYMCP_URL / IPYMCP_TOKEN, or SERVER_URL / TOKEN / NOTEBOOK_PATH); otherwise the kernel whose
+notebook is under the current directory, else the most recently started one."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="ipymcp", description="Connect MCP clients to Jupyter kernels that ran `%load_ext ipymcp`."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    connect = commands.add_parser(
+        "connect",
+        help="serve MCP on stdio, forwarding to a kernel's ipymcp server",
+        description="A stdio MCP server for clients that start commands (Claude Desktop, ...). " + SELECTION_HELP,
+    )
+    _selection_arguments(connect, with_url=True)
+    connect.add_argument("-q", "--quiet", action="store_true", help="log warnings only (stderr)")
+
+    listing = commands.add_parser("list", help="list the kernels that have ipymcp loaded")
+    listing.add_argument("--json", action="store_true", help="machine-readable output (tokens omitted)")
+
+    config = commands.add_parser(
+        "config",
+        help="print (or --write) a client's MCP configuration for `ipymcp connect`",
+        description="The exact entry for CLIENT; --write merges it into the client's config file "
+        "(keeping what is there, after a backup).",
+    )
+    config.add_argument("client", choices=CLIENTS)
+    config.add_argument("--write", action="store_true", help="merge into the client's config file (backup first)")
+    config.add_argument("--name", default="ipymcp", help="server name in the client (default: ipymcp)")
+    config.add_argument("--file", help="config file to write instead of the client's default")
+    _selection_arguments(config, with_url=False)
+
+    args = parser.parse_args(argv)
+    if args.command == "connect":
+        return _connect(args)
+    if args.command == "list":
+        return _list(args)
+    return _config(args)
+
+
+def _selection_arguments(parser: argparse.ArgumentParser, with_url: bool) -> None:
+    parser.add_argument("--notebook", help="the notebook's path or file name")
+    parser.add_argument("--kernel-id", help="the kernel id (see `ipymcp list`)")
+    if with_url:
+        parser.add_argument("--url", help="the server URL, as `%%mcp` shows it (with --token)")
+        parser.add_argument("--token", help="the bearer token (`%%mcp token`)")
+
+
+def _connect(args: argparse.Namespace) -> int:
+    import anyio
+
+    from .bridge import Selection, run_stdio
+
+    # stdout carries the protocol: everything else goes to stderr (clients keep it in their logs).
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(name)s: %(message)s")
+    logging.getLogger("ipymcp").setLevel(logging.WARNING if args.quiet else logging.INFO)
+    selection = Selection.from_env(args.notebook, args.kernel_id, args.url, args.token)
+    try:
+        anyio.run(run_stdio, selection)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from .server import discovery
+
+    kernels = [{k: v for k, v in info.items() if k != "token"} for info in discovery.list_kernels()]
+    if args.json:
+        print(json.dumps(kernels, indent=1))
+        return 0
+    if not kernels:
+        print(f"No kernel has ipymcp loaded (looked in {discovery.runtime_dir()}). Run `%load_ext ipymcp` in a notebook.")
+        return 0
+    rows = [("KERNEL ID", "NOTEBOOK", "STARTED", "URL")]
+    for info in kernels:
+        notebook = info.get("notebook_path") or f"(cwd {info.get('cwd') or '?'})"
+        rows.append((info.get("kernel_id") or "?", notebook, _age(info.get("started")), info.get("url") or "?"))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) + "  " + str(row[-1]))
+    return 0
+
+
+def _age(started: Any) -> str:
+    try:
+        then = _dt.datetime.fromisoformat(str(started))
+    except ValueError:
+        return "?"
+    seconds = int((_dt.datetime.now(_dt.timezone.utc) - then).total_seconds())
+    if seconds < 120:
+        return f"{seconds} s ago"
+    if seconds < 7200:
+        return f"{seconds // 60} min ago"
+    return f"{seconds // 3600} h ago"
+
+
+def _config(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    connect_args: list[str] = []
+    if args.notebook:
+        connect_args += ["--notebook", args.notebook]
+    if args.kernel_id:
+        connect_args += ["--kernel-id", args.kernel_id]
+    if not args.write:
+        print(stdio_snippet(args.client, connect_args, args.name))
+        return 0
+    try:
+        path, backup = write_config(args.client, connect_args, args.name, Path(args.file) if args.file else None)
+    except (OSError, ValueError) as exc:
+        print(f"ipymcp config: {exc}", file=sys.stderr)
+        return 1
+    print(f"Wrote the {args.name!r} server to {path}" + (f" (previous file saved as {backup})" if backup else ""))
+    if args.client == "claude-desktop":
+        print("Restart Claude Desktop to load it.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
