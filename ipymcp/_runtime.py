@@ -25,6 +25,7 @@ from .config import IPyMCP
 from .kernel.bridge import MainThreadBridge
 from .kernel.capture import CaptureHooks
 from .kernel.status import CellTracker
+from .policy import Policy
 from .server import discovery
 from .server.security import new_token
 from .server.thread import BackgroundServer, bind_socket
@@ -56,6 +57,8 @@ class Runtime:
         self._stop_lock = threading.Lock()
         # Hooks other features add (history tap, comms, terminals…): called on stop, newest first.
         self.cleanups: list[Any] = []
+        # Permission level, approval, audit log, limits (ipymcp/policy).
+        self.policy = Policy(self)
 
     # -- facts -------------------------------------------------------------------------------
     @property
@@ -140,6 +143,7 @@ class Runtime:
             if self.server is not None:
                 self.server.stop(timeout=1.0, before_stop=self._terminate_sessions)
             discovery.remove(self.runtime_file)
+            self.policy.close()
             self.cells.uninstall()
             self.capture_hooks.uninstall()
             self.bridge.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from traitlets import Bool, Float, Integer, List, Unicode, default
+from traitlets import Bool, Enum, Float, Integer, List, Unicode, default
 from traitlets.config import Configurable
 
 
@@ -44,9 +44,49 @@ class IPyMCP(Configurable):
 
     show_status = Bool(True, help="Show a status line in the cell that loads ipymcp.").tag(config=True)
 
+    # -- the user stays in control (ipymcp/policy) --------------------------------------------
+    permissions = Enum(
+        ["read", "edit", "execute", "full"],
+        default_value="execute",
+        help="What agents may do: read (inspect), edit (+ write files and cells), execute (+ run code), "
+        "full (+ terminal). Tools above the level are hidden and refused. Env: IPYMCP_PERMISSIONS. "
+        "Change it live with %mcp permissions LEVEL.",
+    ).tag(config=True)
+    approval = Bool(
+        False,
+        help="Ask the user before each call that runs code or commands, writes or deletes files, or "
+        "changes cells (%mcp approve on|off).",
+    ).tag(config=True)
+    approval_timeout = Float(120.0, help="Seconds to wait for the user's decision; no answer denies.").tag(config=True)
+    audit_max_bytes = Integer(
+        5_000_000, help="The audit log rotates when it grows past this size (one backup kept)."
+    ).tag(config=True)
+    max_request_body_bytes = Integer(
+        4 * 1024 * 1024, help="Largest HTTP request body accepted; larger ones get 413."
+    ).tag(config=True)
+    max_concurrent_calls = Integer(
+        32, help="Tool calls in progress at once, all clients together; more are refused."
+    ).tag(config=True)
+    max_queued_executions = Integer(
+        8, help="Agent executions waiting for the kernel at once; more are refused."
+    ).tag(config=True)
+    inspection_threads = Integer(
+        2, help="Threads that run inspection tools (list_variables …) at once; more calls wait."
+    ).tag(config=True)
+    busy_cpu_share = Float(
+        0.04,
+        help="While a user cell runs, the server's own CPU use is paced to this share of one core "
+        "so a flood of agent calls cannot slow the user's cell down (0 disables the pacing).",
+    ).tag(config=True)
+
+
     @default("port")
     def _default_port(self) -> int:
         return int(os.environ.get("IPYMCP_PORT") or 0)
+
+    @default("permissions")
+    def _default_permissions(self) -> str:
+        return os.environ.get("IPYMCP_PERMISSIONS") or "execute"
 
     @default("token")
     def _default_token(self) -> str:

@@ -17,10 +17,15 @@ class MCPMagics(Magics):
         "command",
         nargs="?",
         default="status",
-        choices=["status", "start", "stop", "token", "config"],
+        choices=["status", "start", "stop", "token", "config", "permissions", "approve", "log"],
         help="what to do (default: status)",
     )
-    @argument("client", nargs="?", help=f"for config: one of {', '.join(CLIENTS)}")
+    @argument(
+        "client",
+        nargs="?",
+        help=f"for config: one of {', '.join(CLIENTS)}; for permissions: read|edit|execute|full; "
+        "for approve: on|off; for log: how many entries (default 20)",
+    )
     @argument("--rotate", action="store_true", help="with token: issue a new token")
     @line_magic
     def mcp(self, line: str = "") -> None:
@@ -30,6 +35,10 @@ class MCPMagics(Magics):
         %mcp token            reveal the bearer token
         %mcp config CLIENT    configuration for claude-desktop, claude-code, vscode or cursor
         %mcp stop / start     stop or restart the server (the port changes unless configured)
+        %mcp permissions [LEVEL]  show or set what agents may do: read, edit, execute, full
+        %mcp approve on|off   ask before each call that runs code or changes files or cells
+        %mcp log [N]          the last N tool calls from the audit log
+        %mcp token --rotate   new token; clients holding the old one are disconnected
         """
         args = parse_argstring(self.mcp, line)
         command = args.command
@@ -44,15 +53,18 @@ class MCPMagics(Magics):
             runtime = self._running()
             if runtime is not None:
                 if args.rotate:
-                    from .server.security import new_token
+                    from .policy.magic import rotate_token
 
-                    runtime.token_holder["token"] = new_token()
-                    from .server import discovery
-
-                    discovery.write_private_json(runtime.runtime_file, runtime.runtime_info())
+                    rotate_token(runtime)
                 print(runtime.token)
         elif command == "config":
             self._config(args.client)
+        elif command in ("permissions", "approve", "log"):
+            runtime = self._running()
+            if runtime is not None:
+                from .policy import magic
+
+                getattr(magic, command)(runtime, args.client)
         else:
             self._status()
 
@@ -74,6 +86,8 @@ class MCPMagics(Magics):
             "",
             f"- URL: `{runtime.url}` (also `{runtime.url}/v1`)",
             f"- token: `{masked}` (`%mcp token` reveals it)",
+            f"- permissions: `{runtime.policy.level}` (`%mcp permissions LEVEL`); approval: "
+            f"{'on' if runtime.policy.approval else 'off'} (`%mcp approve on|off`); audit: `%mcp log`",
             f"- kernel: `{runtime.kernel_id}`; notebook: `{runtime.notebook_path or 'unknown'}`",
             f"- runtime file: `{runtime.runtime_file}`; log: `{runtime.log_file}`",
             "",

@@ -44,14 +44,20 @@ class ToolSpec:
     fn: Callable[..., Any]
     title: str | None
     annotations: ToolAnnotations
+    approval: bool | Callable[[dict[str, Any]], bool] | None = None
 
 
 class Toolbox:
     """Registers ipymcp tools: annotations from keywords, and one place that turns unexpected
-    exceptions into ``ToolError`` (the SDK hides the message of any other exception)."""
+    exceptions into ``ToolError`` (the SDK hides the message of any other exception).
 
-    def __init__(self, mcp: MCPServer):
+    With a ``guard`` (``ipymcp.policy.guard.ToolGuard``), that same place enforces the permission
+    level, approval, the concurrency and queue limits, and feeds the audit log — for every tool.
+    """
+
+    def __init__(self, mcp: MCPServer, guard: Any = None):
         self.mcp = mcp
+        self.guard = guard
         self.specs: dict[str, ToolSpec] = {}
 
     def tool(
@@ -63,7 +69,16 @@ class Toolbox:
         idempotent: bool = False,
         title: str | None = None,
         name: str | None = None,
+        approval: bool | Callable[[dict[str, Any]], bool] | None = None,
+        kernel_queue: bool | None = None,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register a tool available from permission ``level`` up.
+
+        ``approval``: in approval mode, whether a call waits for the user (default: every tool
+        that is not read-only and above ``read``); a callable decides per call from the
+        arguments. ``kernel_queue``: the call queues work on the kernel's main thread, so it is
+        refused when ``max_queued_executions`` are already waiting (default: ``execute`` level).
+        """
         if level not in LEVELS:
             raise ValueError(f"unknown level {level!r}")
 
@@ -76,21 +91,32 @@ class Toolbox:
                 idempotent_hint=idempotent or read_only,
                 open_world_hint=False,
             )
-            wrapped = _explain_errors(fn, tool_name)
-            self.specs[tool_name] = ToolSpec(tool_name, level, wrapped, title, annotations)
+            if self.guard is not None:
+                wrapped = self.guard.wrap(
+                    fn, tool_name, level, read_only, approval, kernel_queue, _explainer(tool_name)
+                )
+            else:
+                wrapped = _explain_errors(fn, tool_name)
+            self.specs[tool_name] = ToolSpec(tool_name, level, wrapped, title, annotations, approval)
             self.mcp.add_tool(wrapped, name=tool_name, title=title, annotations=annotations)
             return fn
 
         return decorator
 
 
-def _explain_errors(fn: Callable[..., Any], tool_name: str) -> Callable[..., Any]:
+def _explainer(tool_name: str) -> Callable[[Exception], ToolError]:
     def explain(exc: Exception) -> ToolError:
         if isinstance(exc, ToolError):
             return exc
         log.info("tool %s failed", tool_name, exc_info=True)
         message = str(exc) or type(exc).__name__
         return ToolError(message if _is_sentence(exc) else f"{type(exc).__name__}: {message}")
+
+    return explain
+
+
+def _explain_errors(fn: Callable[..., Any], tool_name: str) -> Callable[..., Any]:
+    explain = _explainer(tool_name)
 
     if inspect.iscoroutinefunction(fn):
 
@@ -127,16 +153,36 @@ def build_mcp(runtime: Runtime) -> tuple[MCPServer, Toolbox]:
     sentinel = logging.NullHandler() if not root.handlers else None
     if sentinel is not None:
         root.addHandler(sentinel)
+    from ..policy.guard import PolicyMiddleware, ToolGuard
+
+    guard = ToolGuard(runtime.policy, runtime)
     try:
-        mcp = MCPServer("ipymcp", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING")
+        mcp = MCPServer(
+            "ipymcp",
+            version=__version__,
+            instructions=INSTRUCTIONS,
+            log_level="WARNING",
+            middleware=[PolicyMiddleware(guard)],
+        )
     finally:
         if sentinel is not None:
             root.removeHandler(sentinel)
-    toolbox = Toolbox(mcp)
+    toolbox = Toolbox(mcp, guard)
+    runtime.policy.on_level_change(lambda: _notify_tools_changed(runtime, guard, mcp))
     from ..tools import register_all
 
     register_all(toolbox, runtime)
     return mcp, toolbox
+
+
+def _notify_tools_changed(runtime: Runtime, guard: Any, mcp: MCPServer) -> None:
+    """After a permission change (called on the kernel's main thread): tools/list_changed."""
+    server = runtime.server
+    if server is not None and server.running:
+        try:
+            server.call_soon(lambda: guard.notify_tools_changed(mcp), timeout=3)
+        except Exception:  # noqa: BLE001 - a client that cannot be told refetches on its next list
+            log.debug("tools/list_changed failed", exc_info=True)
 
 
 def build_app(runtime: Runtime) -> Any:
@@ -148,6 +194,7 @@ def build_app(runtime: Runtime) -> Any:
         streamable_http_path="/mcp",
         transport_security=transport_security(config.allowed_hosts, config.allowed_origins),
         host=config.host,
+        max_request_body_size=config.max_request_body_bytes,
     )
     # /mcp/v1 is served by the same session manager (same sessions, same tools).
     endpoint = next(r.endpoint for r in app.routes if isinstance(r, Route) and r.path == "/mcp")

@@ -112,6 +112,8 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
             "execution_count": shell.execution_count,
             "notebook_path": runtime.notebook_path,
             "kernel_id": runtime.kernel_id,
+            "permissions": runtime.policy.level,
+            "approval": "on" if runtime.policy.approval else "off",
             **process_info(),
             "versions": versions(),
             "features": kernel_features(runtime.kernel),
@@ -131,7 +133,16 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
             status["agent_jobs_queued"] = len(bridge.queued)
         return status
 
-    @toolbox.tool(level="execute", read_only=False, destructive=True, title="Interrupt running code")
+    @toolbox.tool(
+        level="execute",
+        read_only=False,
+        destructive=True,
+        title="Interrupt running code",
+        # Stopping your own call needs no approval (and must work when the queue is full);
+        # stopping the user's cell does.
+        approval=lambda arguments: arguments.get("target") == "user",
+        kernel_queue=False,
+    )
     def interrupt(
         target: Annotated[
             Literal["agent", "user"],

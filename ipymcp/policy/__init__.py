@@ -1,0 +1,109 @@
+"""The user stays in control: permission level, approval, audit log and limits, in one object.
+
+``Policy`` is plain Python (``%mcp`` uses it on the kernel's main thread); the parts that need
+the ``mcp`` SDK (the tool guard, the SDK middleware, elicitation) live in ``policy.guard`` and
+``policy.approval`` and are imported on the server thread only.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .audit import AuditLog
+from .limits import CpuPacer
+from .permissions import LEVELS, allows, check_level
+
+if TYPE_CHECKING:
+    from .._runtime import Runtime
+
+log = logging.getLogger("ipymcp.policy")
+
+__all__ = ["LEVELS", "ApprovalRequest", "NotebookAsker", "Policy"]
+
+
+@dataclass
+class ApprovalRequest:
+    """What the user is asked to approve."""
+
+    tool: str
+    arguments: dict[str, Any]
+    client: str
+    # The exact code / command / diff, shown verbatim in the prompt.
+    detail: str = ""
+    created: float = field(default=0.0)
+
+    def message(self) -> str:
+        head = f"An agent ({self.client}) wants to call {self.tool}."
+        return f"{head}\n\n{self.detail}" if self.detail else head
+
+
+# The in-notebook prompt: given a request and a timeout, resolves to "allow", "allow_session" or
+# "deny" (or raises TimeoutError). Registered by the frontend extension when a notebook UI is
+# attached (see ``Policy.set_notebook_asker``).
+NotebookAsker = Callable[[ApprovalRequest, float], Awaitable[str]]
+
+
+class Policy:
+    def __init__(self, runtime: Runtime):
+        self.runtime = runtime
+        config = runtime.config
+        self.level = check_level(config.permissions)
+        self.approval = bool(config.approval)
+        self.approval_timeout = float(config.approval_timeout)
+        # Tools the user allowed "for this session" (until %mcp approve off/on or the server stops).
+        self.session_allowed: set[str] = set()
+        self.notebook_asker: NotebookAsker | None = None
+        self.audit = AuditLog(
+            runtime.log_file.with_name(f"kernel-{runtime.kernel_id}.audit.jsonl"),
+            config.audit_max_bytes,
+            secrets=lambda: (runtime.token, *self.retired_tokens),
+        )
+        self.retired_tokens: list[str] = []
+        self.pacer = CpuPacer(config.busy_cpu_share, busy=lambda: runtime.cells.user_cell_busy())
+        self.in_flight = 0
+        self._listeners: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+
+    # -- permission level ----------------------------------------------------------------------
+    def allows(self, required: str) -> bool:
+        return allows(self.level, required)
+
+    def set_level(self, level: str) -> bool:
+        """Change the level; returns True when it changed (connected clients are notified)."""
+        level = check_level(level)
+        with self._lock:
+            changed, self.level = level != self.level, level
+        if changed:
+            log.info("permission level set to %s", level)
+            self.audit.record({"event": "permissions", "level": level})
+            for listener in list(self._listeners):
+                try:
+                    listener()
+                except Exception:  # noqa: BLE001
+                    log.exception("level listener failed")
+        return changed
+
+    def on_level_change(self, listener: Callable[[], None]) -> None:
+        self._listeners.append(listener)
+
+    # -- approval --------------------------------------------------------------------------------
+    def set_approval(self, enabled: bool) -> None:
+        self.approval = bool(enabled)
+        self.session_allowed.clear()
+        self.audit.record({"event": "approval", "enabled": self.approval})
+
+    def set_notebook_asker(self, asker: NotebookAsker | None) -> None:
+        """Plug in (or remove) the in-notebook approval prompt; elicitation is the fallback."""
+        self.notebook_asker = asker
+
+    # -- token -------------------------------------------------------------------------------------
+    def retire_token(self, token: str) -> None:
+        """Remember an old token so it is scrubbed from the audit log too."""
+        self.retired_tokens = [token, *self.retired_tokens][:4]
+
+    def close(self) -> None:
+        self.audit.close()

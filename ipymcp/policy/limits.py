@@ -1,0 +1,64 @@
+"""Limits that keep a flood of agent calls from hurting the user.
+
+The server shares the kernel process, and its GIL, with the user's cell: a thread that serves
+calls nonstop takes CPU the cell would have had. ``CpuPacer`` meters the CPU the server's own
+threads burn (event loop and tool worker threads, via ``time.thread_time``) and, while a user
+cell runs, delays the next call until that stays under a share of one core. Idle kernels are
+not paced. The delay is an ``asyncio.sleep``: waiting calls hold no GIL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+
+# CPU-seconds of credit a burst may use before pacing starts.
+BURST = 0.01
+MAX_DELAY = 2.0
+
+
+class CpuPacer:
+    def __init__(self, share: float, busy: Callable[[], bool]):
+        self.share = max(0.0, float(share))
+        self.busy = busy
+        self._credit = BURST
+        self._last_wall = time.monotonic()
+        self._last_loop_cpu: float | None = None
+        self._worker_cpu = 0.0
+        self._worker_lock = threading.Lock()
+        self._lock: asyncio.Lock | None = None
+        self.delayed_s = 0.0  # total time calls were held back (reported by the benchmark)
+
+    def charge(self, cpu_seconds: float) -> None:
+        """Account CPU burnt by a tool's worker thread (called from that thread)."""
+        with self._worker_lock:
+            self._worker_cpu += cpu_seconds
+
+    def _settle(self) -> None:
+        """Bring the credit up to date; must run on the server loop's thread."""
+        now, loop_cpu = time.monotonic(), time.thread_time()
+        with self._worker_lock:
+            worker, self._worker_cpu = self._worker_cpu, 0.0
+        spent = worker + (loop_cpu - self._last_loop_cpu if self._last_loop_cpu is not None else 0.0)
+        self._credit = min(BURST, self._credit + self.share * (now - self._last_wall)) - spent
+        self._last_wall, self._last_loop_cpu = now, loop_cpu
+
+    async def pace(self) -> None:
+        """Wait, if the user's cell is running and the server has used its CPU share."""
+        if self.share <= 0:
+            return
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:  # one at a time, or every waiter would wake on the same credit
+            self._settle()
+            waited = 0.0
+            while self.busy() and self._credit < 0 and waited < MAX_DELAY:
+                delay = min(-self._credit / self.share, MAX_DELAY - waited, 0.25)
+                await asyncio.sleep(delay)
+                waited += delay
+                self._settle()
+            if not self.busy():
+                self._credit = max(self._credit, BURST)
+            self.delayed_s += waited

@@ -1,0 +1,83 @@
+"""The policy half of ``%mcp``: permissions, approve, log, token --rotate (kernel main thread)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from IPython.display import Markdown, display
+
+from .audit import render_table
+from .permissions import DESCRIPTIONS, LEVELS
+
+if TYPE_CHECKING:
+    from .._runtime import Runtime
+
+log = logging.getLogger("ipymcp.policy")
+
+
+def permissions(runtime: Runtime, level: str | None) -> None:
+    policy = runtime.policy
+    if level:
+        try:
+            changed = policy.set_level(level)
+        except ValueError as exc:
+            print(f"ipymcp: {exc}")
+            return
+        print(
+            f"ipymcp: permissions {'set to' if changed else 'already'} '{policy.level}': {DESCRIPTIONS[policy.level]}."
+            + (" Connected clients were told the tool list changed." if changed else "")
+        )
+        return
+    lines = [f"ipymcp permissions: **{policy.level}**", ""]
+    for name in LEVELS:
+        mark = "→" if name == policy.level else "  "
+        lines.append(f"- {mark} `{name}`: {DESCRIPTIONS[name]}")
+    lines += ["", "Change with `%mcp permissions LEVEL`."]
+    display(Markdown("\n".join(lines)))
+
+
+def approve(runtime: Runtime, switch: str | None) -> None:
+    policy = runtime.policy
+    if switch not in ("on", "off", None):
+        print("usage: %mcp approve on|off")
+        return
+    if switch is not None:
+        policy.set_approval(switch == "on")
+    if policy.approval:
+        where = "in this notebook" if policy.notebook_asker is not None else "through the MCP client (elicitation)"
+        print(
+            f"ipymcp: approval on: calls that run code or commands, write or delete files, or change cells "
+            f"wait for your decision, asked {where}; no answer in {policy.approval_timeout:g} s denies."
+        )
+    else:
+        print("ipymcp: approval off: agents act within the permission level without asking.")
+
+
+def log(runtime: Runtime, count: str | None) -> None:  # noqa: A001 - the subcommand's name
+    try:
+        n = int(count) if count else 20
+    except ValueError:
+        print("usage: %mcp log [N]")
+        return
+    entries = [e for e in runtime.policy.audit.recent(max(1, n) * 2) if "tool" in e][-max(1, n) :]
+    display(Markdown(f"ipymcp audit log (`{runtime.policy.audit.path}`), last {len(entries)} calls:\n\n"
+                     + render_table(entries)))
+
+
+def rotate_token(runtime: Runtime) -> None:
+    """New token, runtime file updated, every session opened with the old token terminated."""
+    from ..server import discovery
+    from ..server.security import new_token
+
+    old = runtime.token
+    runtime.token_holder["token"] = new_token()  # the HTTP gate reads the holder: old token now gets 401
+    runtime.policy.retire_token(old)
+    discovery.write_private_json(runtime.runtime_file, runtime.runtime_info())
+    server = runtime.server
+    if server is not None and server.running:
+        try:
+            server.call_soon(runtime._terminate_sessions, timeout=3)
+        except Exception:  # noqa: BLE001
+            log.warning("could not close sessions after token rotation", exc_info=True)
+    runtime.policy.audit.record({"event": "token rotated"})

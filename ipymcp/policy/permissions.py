@@ -1,0 +1,35 @@
+"""Permission levels: what an agent connected to this kernel may do.
+
+``read`` < ``edit`` < ``execute`` < ``full``; every tool declares the lowest level that allows it
+(``Toolbox.tool(level=...)``). Pure Python: imported on the kernel's main thread by ``%mcp``.
+"""
+
+from __future__ import annotations
+
+LEVELS = ("read", "edit", "execute", "full")
+
+DESCRIPTIONS = {
+    "read": "inspect variables, history, files and the notebook; change nothing",
+    "edit": "read, plus write files and notebook cells; run nothing",
+    "execute": "edit, plus run code in the kernel (magics and !shell included)",
+    "full": "execute, plus the terminal",
+}
+
+
+def check_level(level: str) -> str:
+    level = str(level).strip().lower()
+    if level not in LEVELS:
+        raise ValueError(f"unknown permission level {level!r}; use one of: {', '.join(LEVELS)}")
+    return level
+
+
+def allows(current: str, required: str) -> bool:
+    return LEVELS.index(current) >= LEVELS.index(required)
+
+
+def refusal(tool: str, required: str, current: str) -> str:
+    return (
+        f"Permission denied: {tool} needs the '{required}' permission level, and this kernel is at "
+        f"'{current}'. Only the user can change it, in the notebook: %mcp permissions {required}. "
+        "Ask them if you need it; do not try to work around it."
+    )
