@@ -1,0 +1,126 @@
+"""What the user and the agent get without the labextension (VS Code, Colab, a bare JupyterLab).
+
+* The activity output: the status display ``%load_ext`` shows is updated in place
+  (``update_display_data``) with the agent's recent actions, so the user sees what the agent does
+  in every frontend.
+* ``read_notebook`` from the ``.ipynb`` on disk (may be stale: unsaved edits are not there).
+* ``insert_cell`` as a ``set_next_input`` proposal where the frontend honours it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import threading
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .._runtime import Runtime
+
+PROPOSAL_LABEL = "# Proposed by the agent (ipymcp): review, edit or delete; it has not been run.\n"
+
+
+@dataclass
+class Activity:
+    at: str
+    tool: str
+    summary: str
+    result: str
+    ok: bool
+
+
+class ActivityLog:
+    """The agent's recent actions, shown under the status line of the ``%load_ext`` cell."""
+
+    def __init__(self, runtime: Runtime, size: int = 6):
+        self.runtime = runtime
+        self.entries: deque[Activity] = deque(maxlen=size)
+        self._lock = threading.Lock()
+        self.updates = 0
+
+    def record(self, tool: str, summary: str, result: str = "", ok: bool = True) -> None:
+        entry = Activity(
+            at=_dt.datetime.now().strftime("%H:%M:%S"),
+            tool=tool,
+            summary=_one_line(summary, 100),
+            result=_one_line(result, 120),
+            ok=ok,
+        )
+        with self._lock:
+            self.entries.append(entry)
+            self.updates += 1
+        self.runtime._update_status_display()
+
+    def markdown(self) -> str:
+        with self._lock:
+            entries = list(self.entries)
+        if not entries:
+            return ""
+        lines = ["", "", "**Agent activity** (latest last):", ""]
+        for e in entries:
+            mark = "" if e.ok else " ✗"
+            result = f" → {_code(e.result)}" if e.result else ""
+            lines.append(f"- {e.at} `{e.tool}`{mark}: {_code(e.summary)}{result}")
+        return "\n".join(lines)
+
+
+def record(runtime: Any, tool: str, summary: str, result: str = "", ok: bool = True) -> None:
+    """Add to the activity output if there is one (a no-op before the frontend module starts)."""
+    activity = getattr(runtime, "activity", None)
+    if activity is not None:
+        try:
+            activity.record(tool, summary, result, ok)
+        except Exception:  # noqa: BLE001 - the display must never break a tool call
+            pass
+
+
+def _one_line(text: str, limit: int) -> str:
+    text = " ⏎ ".join(line.strip() for line in str(text).strip().splitlines() if line.strip())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _code(text: str) -> str:
+    return "`` " + text.replace("`", "ˋ") + " ``" if text else ""
+
+
+# -- the notebook file on disk -------------------------------------------------------------------
+def read_ipynb(path: str | None) -> dict[str, Any]:
+    """The saved notebook in the same shape the labextension returns (``source: 'disk'``)."""
+    if not path:
+        raise FileNotFoundError(
+            "this kernel does not know its notebook file (no JPY_SESSION_NAME / __vsc_ipynb_file__), "
+            "and no notebook view with the ipymcp extension is connected"
+        )
+    file = Path(path)
+    notebook = json.loads(file.read_text(encoding="utf-8"))
+    cells = []
+    for index, cell in enumerate(notebook.get("cells", [])):
+        cells.append(
+            {
+                "index": index,
+                "id": cell.get("id"),
+                "cell_type": cell.get("cell_type"),
+                "source": _join(cell.get("source", "")),
+                "revision": None,
+                "execution_count": cell.get("execution_count"),
+                "outputs": cell.get("outputs", []),
+                "n_outputs": len(cell.get("outputs", [])),
+                "agent": (cell.get("metadata") or {}).get("ipymcp"),
+                "active": False,
+                "selected": False,
+            }
+        )
+    modified = _dt.datetime.fromtimestamp(file.stat().st_mtime).isoformat(timespec="seconds")
+    return {"path": str(file), "source": "disk", "saved_at": modified, "n_cells": len(cells), "cells": cells}
+
+
+def _join(value: Any) -> str:
+    return "".join(value) if isinstance(value, list) else str(value or "")
+
+
+def propose_cell(runtime: Runtime, source: str) -> None:
+    """Queue a new cell via ``set_next_input``: it appears below the next cell the user runs."""
+    runtime.shell.set_next_input(PROPOSAL_LABEL + source, replace=False)
