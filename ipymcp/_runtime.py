@@ -57,6 +57,9 @@ class Runtime:
         self._stop_lock = threading.Lock()
         # Hooks other features add (history tap, comms, terminals…): called on stop, newest first.
         self.cleanups: list[Any] = []
+        # The notebook views (ipymcp.frontend.comm.FrontendLink) and the activity output log.
+        self.frontend: Any = None
+        self.activity: Any = None
         # Permission level, approval, audit log, limits (ipymcp/policy).
         self.policy = Policy(self)
 
@@ -93,9 +96,19 @@ class Runtime:
         self.shell.observe(self._on_exit_now, names="exit_now")
         self.started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         self.notebook_path = self._quick_notebook_path()
+        self._install_frontend()
         self.server = BackgroundServer(sock, self._build_app, self._on_ready)
         self.server.start()
         log.info("starting at %s (kernel %s)", self.url, self.kernel_id)
+
+    def _install_frontend(self) -> None:
+        # The notebook link (comm announce, activity output); the server must start without it.
+        from .frontend import install
+
+        try:
+            install(self)
+        except Exception:  # noqa: BLE001
+            log.exception("notebook frontend link not started")
 
     def _build_app(self) -> Any:
         from .server.app import build_app  # imports mcp (~0.7 s): on the server thread only
@@ -201,7 +214,8 @@ class Runtime:
 
 class _StatusLine:
     def __init__(self, runtime: Runtime):
-        self.text = status_sentence(runtime)
+        activity = runtime.activity.markdown() if runtime.activity is not None else ""
+        self.text = status_sentence(runtime) + activity
 
     def __repr__(self) -> str:
         return self.text

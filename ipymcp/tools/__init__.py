@@ -13,3 +13,7 @@ def register_all(toolbox: Toolbox, runtime: Runtime) -> None:
     from . import kernel
 
     kernel.register(toolbox, runtime)
+
+    from . import notebook
+
+    notebook.register(toolbox, runtime)

@@ -11,6 +11,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent
 from pydantic import Field
 
+from ..frontend.fallback import record as record_activity
 from ..kernel import namespace
 from ..kernel.bridge import AgentJob, wait_for_job
 from ..kernel.execute import ExecutionResult, run_agent_code
@@ -66,6 +67,7 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
         meta = {"status": outcome.status, "duration_s": round(outcome.duration, 4)}
         if outcome.execution_count is not None:
             meta["execution_count"] = outcome.execution_count
+        record_activity(runtime, "execute", code, _activity_result(content, outcome.status), outcome.status == "ok")
         return CallToolResult(content=content, is_error=outcome.status != "ok", meta=meta)
 
     @toolbox.tool(level="read", read_only=True, title="List the notebook's variables")
@@ -117,6 +119,7 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
             **process_info(),
             "versions": versions(),
             "features": kernel_features(runtime.kernel),
+            "frontend": runtime.frontend.capabilities() if runtime.frontend is not None else None,
         }
         running = cells.running
         if running is not None:
@@ -213,6 +216,11 @@ def _why_interrupted(job: AgentJob, timeout: float) -> str:
     if job.finished is not None and job.started is not None and job.finished - job.submitted >= timeout:
         return f"the call's timeout of {timeout:g} s was reached"
     return "KeyboardInterrupt (interrupt() or the notebook's stop button)"
+
+
+def _activity_result(content: list[Any], status: str) -> str:
+    text = " ".join(getattr(block, "text", "") for block in content).strip()
+    return text if status == "ok" else f"{status}: {text}"
 
 
 def _head(code: str, limit: int = 120) -> str:
