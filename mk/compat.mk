@@ -7,7 +7,7 @@ colab_PINS := "ipykernel==6.17.1" "ipython==7.34.0" "tornado==6.5.1"
 .venvs/%/.installed: pyproject.toml
 	rm -rf .venvs/$*
 	$(PY) -m venv .venvs/$*
-	.venvs/$*/bin/python -m pip --disable-pip-version-check -q install $($*_PINS) -e . numpy matplotlib pillow 2>&1 | grep -v '^WARNING: Location' || true
+	.venvs/$*/bin/python -m pip --disable-pip-version-check -q install $($*_PINS) -e . numpy pandas matplotlib pillow 2>&1 | grep -v '^WARNING: Location' || true
 	.venvs/$*/bin/python -c "import ipymcp, ipykernel, IPython; print('$*', ipykernel.__version__, IPython.__version__)"
 	touch $@
 
