@@ -52,7 +52,7 @@ class Verdict:
     def refusal(self, tool: str) -> str:
         reason = self.how.removeprefix("denied: ")
         return (
-            f"Not approved: the user did not allow this {tool} call ({reason}). Nothing was run or changed. "
+            f"Not approved: this {tool} call was refused ({reason}). Nothing was run or changed. "
             "Do not retry the same call unless the user asks you to; explain what you wanted to do instead."
         )
 
@@ -108,9 +108,9 @@ class ApprovalGate:
             if not _can_elicit(ctx):
                 return Verdict(
                     False,
-                    "denied: approval mode is on, but neither the notebook extension nor this MCP client can "
-                    "ask the user (no elicitation support); the user can approve in a client that supports "
-                    "elicitation, or run %mcp approve off",
+                    "denied: approval mode is on and nobody can be asked: the notebook extension is not "
+                    "connected and this MCP client cannot ask the user (no elicitation support); the user can "
+                    "open the notebook, use a client that supports elicitation, or run %mcp approve off",
                 )
             message = "ipymcp approval: " + request.message()
             if _modern(ctx):

@@ -212,6 +212,7 @@ class PolicyMiddleware:
         method = ctx.method
         if method == "tools/list":
             result = await call_next(ctx)
+            log.debug("tools/list result type %s", type(result).__name__)
             return self._filter(result)
         if method != "tools/call":
             return await call_next(ctx)
@@ -223,10 +224,14 @@ class PolicyMiddleware:
             self.guard.connections.add(connection)
 
     def _filter(self, result: Any) -> Any:
+        levels, policy = self.guard.levels, self.policy
+        if isinstance(result, dict) and isinstance(result.get("tools"), list):
+            tools = result["tools"]
+            visible = [t for t in tools if not isinstance(t, dict) or policy.allows(levels.get(t.get("name"), "read"))]
+            return {**result, "tools": visible}
         tools = getattr(result, "tools", None)
         if tools is None:
             return result
-        levels, policy = self.guard.levels, self.policy
         visible = [t for t in tools if policy.allows(levels.get(t.name, "read"))]
         return result.model_copy(update={"tools": visible}) if len(visible) != len(tools) else result
 
