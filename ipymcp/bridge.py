@@ -37,6 +37,7 @@ from mcp.server.subscriptions import (
     ToolsListChanged,
 )
 from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from ._version import __version__
 from .server import discovery
@@ -144,12 +145,16 @@ def choose_kernel(kernels: list[dict[str, Any]], selection: Selection) -> tuple[
         return None, f"no running kernel of notebook {selection.notebook} has ipymcp loaded"
     if not kernels:
         return None, "no running kernel has ipymcp loaded"
-    for info in kernels:
-        if _is_under(info.get("notebook_path"), selection.cwd):
-            return info, f"its notebook is under the current directory {selection.cwd}"
-    for info in kernels:
-        if not info.get("notebook_path") and _is_under(info.get("cwd"), selection.cwd):
-            return info, f"its working directory is under the current directory {selection.cwd}"
+    # The current directory only decides when it tells kernels apart (a client started in / or ~
+    # has every notebook under it).
+    by_notebook = [k for k in kernels if _is_under(k.get("notebook_path"), selection.cwd)]
+    if by_notebook and len(by_notebook) < len(kernels):
+        return by_notebook[0], f"its notebook is under the current directory {selection.cwd}"
+    by_cwd = [k for k in kernels if not k.get("notebook_path") and _is_under(k.get("cwd"), selection.cwd)]
+    if by_cwd and len(by_cwd) < len(kernels):
+        return by_cwd[0], f"its working directory is under the current directory {selection.cwd}"
+    if len(kernels) == 1 and (by_notebook or by_cwd):
+        return kernels[0], f"the only kernel, under the current directory {selection.cwd}"
     return kernels[0], "the most recently started kernel"
 
 
@@ -272,11 +277,18 @@ class ConnectionLost(Exception):
 
 
 def _root_cause(exc: BaseException | None) -> str:
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
+    while exc is not None and getattr(exc, "exceptions", None):  # an (exception) group: its first cause
+        exc = exc.exceptions[0]  # type: ignore[attr-defined]
     if exc is None:
         return "unknown error"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _lost_sentence(info: dict[str, Any]) -> str:
+    return (
+        f"The kernel of {describe_kernel(info)} went away (it restarted or shut down): "
+        "its variables are gone and this call did not complete."
+    )
 
 
 def _connect_failure(info: dict[str, Any], exc: BaseException) -> str:
@@ -360,7 +372,7 @@ class Bridge:
             previous.close()
         self.chosen_because = because
         self._last_problem = None
-        log.info("connected to %s: chosen because %s", describe_kernel(info), because)
+        log.info("connected to %s (%s)", describe_kernel(info), because)
         self._tg.start_soon(self._watch, upstream)
         return upstream
 
@@ -398,11 +410,8 @@ class Bridge:
         await upstream.dead.wait()
         if upstream is not self.upstream or upstream.loss_reported:
             return  # replaced on purpose (select_notebook), or the failing call already said so
-        self._lost_notice = (
-            f"The connection to {describe_kernel(upstream.info)} was lost ({_root_cause(upstream.error)}): "
-            "the kernel restarted or shut down, so its variables may be gone."
-        )
-        log.info("%s", self._lost_notice)
+        self._lost_notice = _lost_sentence(upstream.info)
+        log.info("lost %s (%s)", describe_kernel(upstream.info), _root_cause(upstream.error))
         await self._announce(ToolsListChanged(), PromptsListChanged(), ResourcesListChanged())
 
     async def _poll(self) -> None:
@@ -432,7 +441,7 @@ class Bridge:
         for event in events:
             await self.bus.publish(event)
         session = self._session
-        if session is None or session.protocol_version in types.MODERN_PROTOCOL_VERSIONS:
+        if session is None or session.protocol_version in MODERN_PROTOCOL_VERSIONS:
             return
         senders = {
             ToolsListChanged: session.send_tool_list_changed,
@@ -465,10 +474,8 @@ class Bridge:
         except ConnectionLost as exc:
             upstream.loss_reported = True  # this error is the one the agent gets
             self._lost_notice = None
-            lost = (
-                f"The connection to {describe_kernel(upstream.info)} was lost ({exc}): the kernel "
-                "restarted or shut down, so its variables may be gone."
-            )
+            log.info("lost %s during a call (%s)", describe_kernel(upstream.info), exc)
+            lost = _lost_sentence(upstream.info)
             try:
                 replacement = await self.ensure_upstream()
                 now = f"Calls now go to {describe_kernel(replacement.info)}; load your data again, then retry."
@@ -645,15 +652,15 @@ class Bridge:
             info, because = choose_kernel(self.kernels(), self.selection)
             if info is None:
                 self._last_problem = because
-                log.warning("ipymcp connect: %s; waiting for one (run `%%load_ext ipymcp` in a notebook)", because)
+                log.warning("%s; waiting for one (run `%%load_ext ipymcp` in a notebook)", because)
             else:
                 try:
                     await self.connect(info, because)
                 except (BridgeError, TimeoutError) as exc:
                     self._last_problem = str(exc) or "timed out"
-                    log.warning("ipymcp connect: %s", self._last_problem)
+                    log.warning("%s", self._last_problem)
             if self.upstream is not None:
-                log.warning("ipymcp connect: using %s (%s)", describe_kernel(self.upstream.info), self.chosen_because)
+                log.warning("using %s (chosen: %s)", describe_kernel(self.upstream.info), self.chosen_because)
             tg.start_soon(self._poll)
             server = self.build_server()
             options = server.create_initialization_options(

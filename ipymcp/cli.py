@@ -94,7 +94,7 @@ def _list(args: argparse.Namespace) -> int:
         rows.append((info.get("kernel_id") or "?", notebook, _age(info.get("started")), info.get("url") or "?"))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) + "  " + str(row[-1]))
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + str(row[-1]))
     return 0
 
 

@@ -1,0 +1,353 @@
+"""``ipymcp connect`` (a real subprocess) driven by the SDK's stdio client, against real kernels.
+
+Two kernels with ipymcp loaded, each with its own notebook and working directory; the bridge picks
+by notebook, kernel id, current directory or recency, switches with select_notebook, and survives
+a kernel restart. Plus ``ipymcp list`` and ``ipymcp config --write``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import mcp_types as types
+import pytest
+from conftest import KernelHarness, runtime_dir, text_of
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+IPYMCP = Path(sys.executable).parent / "ipymcp"
+COMMAND = [str(IPYMCP)] if IPYMCP.exists() else [sys.executable, "-m", "ipymcp.cli"]
+
+
+class Bridge:
+    """A running ``ipymcp connect`` with its SDK client and its stderr."""
+
+    def __init__(self, client: Client, stderr_path: Path, notifications: list[Any]):
+        self.client = client
+        self.stderr_path = stderr_path
+        self.notifications = notifications
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text()
+
+    async def run(self, code: str) -> str:
+        result = await self.client.call_tool("execute", {"code": code})
+        assert not result.is_error, text_of(result)
+        return text_of(result).strip()
+
+
+@asynccontextmanager
+async def connect(
+    *args: str, cwd: Path | str | None = None, mode: str = "auto", env: dict[str, str] | None = None
+) -> AsyncIterator[Bridge]:
+    stderr_path = Path(tempfile.mkstemp(prefix="connect-", suffix=".log")[1])
+    params = StdioServerParameters(
+        command=COMMAND[0],
+        args=[*COMMAND[1:], "connect", *args],
+        env={**os.environ, **(env or {})},
+        cwd=str(cwd or tempfile.mkdtemp(prefix="elsewhere-")),
+    )
+    notifications: list[Any] = []
+
+    async def on_message(message: Any) -> None:
+        notifications.append(message)
+
+    with open(stderr_path, "w") as errlog:
+        async with Client(stdio_client(params, errlog=errlog), mode=mode, message_handler=on_message) as client:
+            yield Bridge(client, stderr_path, notifications)
+
+
+def _notebook_kernel(root: Path, name: str) -> KernelHarness:
+    cwd = root / name
+    cwd.mkdir()
+    notebook = cwd / f"{name}.ipynb"
+    notebook.write_text("{}")
+    harness = KernelHarness(cwd=cwd, env={"JPY_SESSION_NAME": str(notebook)})
+    harness.load_ipymcp(f"who = {name!r}")
+    harness.notebook = notebook
+    return harness
+
+
+@pytest.fixture(scope="module")
+def two_kernels() -> Any:
+    """alpha started first, beta second (the newest)."""
+    root = Path(tempfile.mkdtemp(prefix="two-kernels-"))
+    alpha = _notebook_kernel(root, "alpha")
+    time.sleep(1.1)  # runtime files order by a timestamp with one-second resolution
+    beta = _notebook_kernel(root, "beta")
+    yield root, alpha, beta
+    alpha.shutdown()
+    beta.shutdown()
+
+
+# -- choosing a kernel ------------------------------------------------------------------------
+
+
+async def test_connect_picks_the_kernel_of_the_named_notebook(two_kernels: Any) -> None:
+    root, alpha, beta = two_kernels
+    async with connect("--notebook", "alpha.ipynb") as bridge:
+        assert await bridge.run("who") == "'alpha'"
+        assert "alpha.ipynb" in bridge.client.instructions
+        assert "notebook alpha.ipynb" in bridge.stderr
+    async with connect("--notebook", str(beta.notebook)) as bridge:
+        assert await bridge.run("who") == "'beta'"
+
+
+async def test_connect_picks_by_kernel_id(two_kernels: Any) -> None:
+    root, alpha, beta = two_kernels
+    async with connect("--kernel-id", alpha.kernel_id) as bridge:
+        assert await bridge.run("who") == "'alpha'"
+        assert alpha.kernel_id in bridge.stderr
+
+
+async def test_connect_prefers_the_notebook_under_the_current_directory(two_kernels: Any) -> None:
+    root, alpha, beta = two_kernels
+    async with connect(cwd=root / "alpha") as bridge:
+        assert await bridge.run("who") == "'alpha'"
+        assert "under the current directory" in bridge.client.instructions
+
+
+async def test_connect_falls_back_to_the_newest_kernel(two_kernels: Any) -> None:
+    async with connect() as bridge:  # a directory with no notebook under it
+        assert await bridge.run("who") == "'beta'"
+        assert "most recently started" in bridge.stderr
+    async with connect(cwd="/") as bridge:  # every notebook is under /: that decides nothing
+        assert await bridge.run("who") == "'beta'"
+        assert "most recently started" in bridge.stderr
+
+
+async def test_connect_takes_url_and_token_from_the_environment(two_kernels: Any) -> None:
+    root, alpha, beta = two_kernels
+    async with connect(env={"IPYMCP_URL": alpha.url, "IPYMCP_TOKEN": alpha.token}) as bridge:
+        assert await bridge.run("who") == "'alpha'"
+    # the seed's variable names
+    async with connect(env={"SERVER_URL": beta.url, "TOKEN": beta.token}) as bridge:
+        assert await bridge.run("who") == "'beta'"
+    async with connect(env={"NOTEBOOK_PATH": str(alpha.notebook)}) as bridge:
+        assert await bridge.run("who") == "'alpha'"
+
+
+async def test_a_stale_runtime_file_of_a_dead_kernel_is_ignored(two_kernels: Any) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = runtime_dir() / "kernel-dead-kernel.json"
+    stale.write_text(
+        json.dumps(
+            {
+                "url": "http://127.0.0.1:9/mcp",
+                "token": "x",
+                "pid": dead.pid,
+                "kernel_id": "dead-kernel",
+                "notebook_path": None,
+                "cwd": "/",
+                "started": "2999-01-01T00:00:00+00:00",  # the "newest"
+            }
+        )
+    )
+    unreadable = runtime_dir() / "kernel-garbage.json"
+    unreadable.write_text("{not json")
+    try:
+        async with connect(cwd="/") as bridge:
+            assert await bridge.run("who") == "'beta'"
+            listed = (await bridge.client.call_tool("list_notebooks", {})).structured_content
+            assert "dead-kernel" not in {row["kernel_id"] for row in listed["notebooks"]}
+        out = subprocess.run([*COMMAND, "list", "--json"], capture_output=True, text=True, check=True).stdout
+        assert "dead-kernel" not in {info["kernel_id"] for info in json.loads(out)}
+    finally:
+        stale.unlink()
+        unreadable.unlink()
+
+
+# -- the bridge's own tools -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_list_notebooks_and_select_notebook_switch_targets(two_kernels: Any, mode: str) -> None:
+    root, alpha, beta = two_kernels
+    async with connect(cwd="/", mode=mode) as bridge:
+        expected = "2025-11-25" if mode == "legacy" else "2026-07-28"
+        assert bridge.client.protocol_version == expected
+        names = {tool.name for tool in (await bridge.client.list_tools()).tools}
+        assert {"execute", "list_variables", "list_notebooks", "select_notebook"} <= names
+
+        listed = (await bridge.client.call_tool("list_notebooks", {})).structured_content
+        rows = {row["kernel_id"]: row for row in listed["notebooks"]}
+        assert rows[alpha.kernel_id]["notebook_path"] == str(alpha.notebook)
+        assert rows[beta.kernel_id]["selected"] and not rows[alpha.kernel_id]["selected"]
+        assert rows[alpha.kernel_id]["state"] == "idle"
+        assert rows[alpha.kernel_id]["started"] < rows[beta.kernel_id]["started"]
+
+        selected = await bridge.client.call_tool("select_notebook", {"notebook": "alpha.ipynb"})
+        assert not selected.is_error and selected.structured_content["kernel_id"] == alpha.kernel_id
+        assert await bridge.run("who") == "'alpha'"
+        selected = await bridge.client.call_tool("select_notebook", {"kernel_id": beta.kernel_id})
+        assert await bridge.run("who") == "'beta'"
+
+        missing = await bridge.client.call_tool("select_notebook", {"notebook": "nope.ipynb"})
+        assert missing.is_error and "list_notebooks" in text_of(missing)
+        assert await bridge.run("who") == "'beta'"  # unchanged
+
+
+async def test_select_notebook_announces_that_the_tool_list_changed(two_kernels: Any) -> None:
+    root, alpha, beta = two_kernels
+    async with connect(cwd="/", mode="legacy") as bridge:
+        await bridge.client.list_tools()
+        await bridge.client.call_tool("select_notebook", {"kernel_id": alpha.kernel_id})
+        with anyio.fail_after(5):
+            while not any(isinstance(n, types.ToolListChangedNotification) for n in bridge.notifications):
+                await anyio.sleep(0.05)
+    async with connect(cwd="/", mode="auto") as bridge:
+        async with bridge.client.listen(tools_list_changed=True) as subscription:
+            await bridge.client.call_tool("select_notebook", {"kernel_id": alpha.kernel_id})
+            with anyio.fail_after(5):
+                event = await subscription.__anext__()
+        assert type(event).__name__ == "ToolsListChanged"
+
+
+# -- pass-through -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_progress_and_results_pass_through(two_kernels: Any, mode: str) -> None:
+    root, alpha, beta = two_kernels
+    progress: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append((value, total, message))
+
+    async with connect("--kernel-id", alpha.kernel_id, mode=mode) as bridge:
+        result = await bridge.client.call_tool(
+            "execute", {"code": "import time; time.sleep(2.5); print('slept')"}, progress_callback=on_progress
+        )
+        assert text_of(result).strip() == "slept"
+        assert progress and all("running for" in (message or "") or "waiting" in (message or "") for *_, message in progress)
+        failed = await bridge.client.call_tool("execute", {"code": "1/0"})
+        assert failed.is_error and "ZeroDivisionError" in text_of(failed)
+        async with alpha.client() as direct:
+            assert [r.uri for r in (await bridge.client.list_resources()).resources] == [
+                r.uri for r in (await direct.list_resources()).resources
+            ]
+            assert [p.name for p in (await bridge.client.list_prompts()).prompts] == [
+                p.name for p in (await direct.list_prompts()).prompts
+            ]
+
+
+async def test_cancelling_a_call_interrupts_the_agent_code_in_the_kernel(two_kernels: Any) -> None:
+    root, alpha, beta = two_kernels
+    async with connect("--kernel-id", alpha.kernel_id, mode="legacy") as bridge:
+        with anyio.move_on_after(1.5):
+            await bridge.client.call_tool("execute", {"code": "import time; time.sleep(30); done = True"})
+        started = time.monotonic()
+        assert await bridge.run("'done' in dir()") == "False"
+        assert time.monotonic() - started < 10  # the sleeping job was interrupted, not waited for
+
+
+# -- restarts and late kernels ----------------------------------------------------------------
+
+
+async def test_kernel_restart_gives_one_clear_error_then_works(fresh_kernel: KernelHarness) -> None:
+    kernel = fresh_kernel
+    async with connect("--kernel-id", kernel.kernel_id) as bridge:
+        # Started before the kernel loaded ipymcp: only the bridge's tools, and a clear error.
+        names = {tool.name for tool in (await bridge.client.list_tools()).tools}
+        assert names == {"list_notebooks", "select_notebook"}
+        with anyio.fail_after(15):
+            early = await bridge.client.call_tool("execute", {"code": "1"})
+        assert early.is_error and "%load_ext ipymcp" in text_of(early)
+
+        kernel.load_ipymcp("x = 1")
+        with anyio.fail_after(15):  # the bridge notices the new kernel by itself
+            while "execute" not in {tool.name for tool in (await bridge.client.list_tools()).tools}:
+                await anyio.sleep(0.5)
+        assert await bridge.run("x") == "1"
+
+        kernel.km.restart_kernel(now=True)
+        kernel.kc.wait_for_ready(timeout=60)
+        kernel.load_ipymcp("y = 2")
+        with anyio.fail_after(20):
+            first = await bridge.client.call_tool("execute", {"code": "y"})
+        assert first.is_error
+        assert "restarted" in text_of(first) and "variables are gone" in text_of(first)
+        assert await bridge.run("y") == "2"
+        assert await bridge.run("'x' in dir()") == "False"
+
+
+async def test_a_call_while_the_kernel_is_down_fails_fast(fresh_kernel: KernelHarness) -> None:
+    kernel = fresh_kernel
+    kernel.load_ipymcp()
+    async with connect("--kernel-id", kernel.kernel_id, mode="legacy") as bridge:
+        assert await bridge.run("1 + 1") == "2"
+        kernel.run("%unload_ext ipymcp")
+        with anyio.fail_after(20):
+            first = await bridge.client.call_tool("execute", {"code": "1"})
+            second = await bridge.client.call_tool("execute", {"code": "1"})
+        assert first.is_error and "went away" in text_of(first)
+        assert second.is_error and "%load_ext ipymcp" in text_of(second)
+
+
+# -- ipymcp list / config ---------------------------------------------------------------------
+
+
+def test_list_shows_each_kernel_without_tokens(two_kernels: Any) -> None:
+    root, alpha, beta = two_kernels
+    table = subprocess.run([*COMMAND, "list"], capture_output=True, text=True, check=True).stdout
+    assert alpha.kernel_id in table and "beta.ipynb" in table
+    listed = json.loads(subprocess.run([*COMMAND, "list", "--json"], capture_output=True, text=True, check=True).stdout)
+    assert [info["kernel_id"] for info in listed][:2] == [beta.kernel_id, alpha.kernel_id]
+    assert all("token" not in info for info in listed)
+
+
+def test_config_write_merges_without_losing_other_servers(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    config = home / ".cursor" / "mcp.json"
+    config.parent.mkdir(parents=True)
+    existing = {"mcpServers": {"other": {"command": "other-server", "args": ["--x"]}}, "theme": "dark"}
+    config.write_text(json.dumps(existing))
+    env = {**os.environ, "HOME": str(home)}
+    run = subprocess.run(
+        [*COMMAND, "config", "cursor", "--write", "--notebook", "a.ipynb"], capture_output=True, text=True, env=env
+    )
+    assert run.returncode == 0, run.stderr
+    merged = json.loads(config.read_text())
+    assert merged["mcpServers"]["other"] == existing["mcpServers"]["other"] and merged["theme"] == "dark"
+    assert merged["mcpServers"]["ipymcp"]["args"] == ["connect", "--notebook", "a.ipynb"]
+    backups = list(config.parent.glob("mcp.json.bak-*"))
+    assert len(backups) == 1 and json.loads(backups[0].read_text()) == existing
+
+    # the same entry that `ipymcp config cursor` prints
+    printed = subprocess.run([*COMMAND, "config", "cursor", "--notebook", "a.ipynb"], capture_output=True, text=True, env=env)
+    assert json.loads(printed.stdout)["mcpServers"]["ipymcp"] == merged["mcpServers"]["ipymcp"]
+
+    # VS Code keeps servers under "servers"; a file that is not plain JSON is left alone
+    vscode = tmp_path / "mcp.json"
+    vscode.write_text('{"servers": {"x": {"type": "http", "url": "http://h"}}, "inputs": []}')
+    subprocess.run([*COMMAND, "config", "vscode", "--write", "--file", str(vscode)], check=True, env=env, capture_output=True)
+    data = json.loads(vscode.read_text())
+    assert set(data["servers"]) == {"x", "ipymcp"} and data["servers"]["ipymcp"]["type"] == "stdio"
+    commented = tmp_path / "commented.json"
+    commented.write_text('// my settings\n{"servers": {}}')
+    refused = subprocess.run(
+        [*COMMAND, "config", "vscode", "--write", "--file", str(commented)], capture_output=True, text=True, env=env
+    )
+    assert refused.returncode == 1 and "not plain JSON" in refused.stderr
+    assert commented.read_text().startswith("// my settings")
+
+
+def test_config_writes_a_new_claude_desktop_file(tmp_path: Path) -> None:
+    target = tmp_path / "Claude" / "claude_desktop_config.json"
+    subprocess.run(
+        [*COMMAND, "config", "claude-desktop", "--write", "--file", str(target)], check=True, capture_output=True
+    )
+    entry = json.loads(target.read_text())["mcpServers"]["ipymcp"]
+    assert entry["args"] == ["connect"] and Path(entry["command"]).name.startswith("ipymcp")
