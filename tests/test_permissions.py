@@ -122,3 +122,33 @@ async def test_level_from_config_applies_at_load():
         assert result.is_error and "%mcp permissions execute" in text_of(result)
     finally:
         harness.shutdown()
+
+
+async def test_token_rotation_refuses_the_old_token_disconnects_its_sessions_and_updates_the_runtime_file():
+    import httpx2
+    from conftest import mcp_client, runtime_dir
+
+    harness = KernelHarness()
+    try:
+        harness.load_ipymcp()
+        old = harness.token
+        async with mcp_client(harness.url, old, mode="legacy") as c:
+            assert not (await c.call_tool("kernel_status", {})).is_error
+            new = harness.run("%mcp token --rotate")["stdout"].strip()
+            assert new and new != old
+            with pytest.raises(Exception):  # noqa: B017 - the session is gone and the token is refused
+                await c.call_tool("kernel_status", {})
+        async with httpx2.AsyncClient() as http:
+            response = await http.post(
+                harness.url,
+                headers={"Authorization": f"Bearer {old}", "Content-Type": "application/json",
+                         "Accept": "application/json, text/event-stream"},
+                content=b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}',
+            )
+        assert response.status_code == 401
+        info = json.loads((runtime_dir() / f"kernel-{harness.kernel_id}.json").read_text())
+        assert info["token"] == new
+        async with mcp_client(harness.url, new) as c:
+            assert not (await c.call_tool("kernel_status", {})).is_error
+    finally:
+        harness.shutdown()
