@@ -42,6 +42,34 @@ class IPyMCP(Configurable):
     ).tag(config=True)
     list_variables_limit = Integer(200, help="Default limit of list_variables.").tag(config=True)
 
+    # -- files and terminal (ipymcp/files.py, ipymcp/terminal.py) -------------------------------
+    root_dir = Unicode(
+        "",
+        help="The directory file tools may reach (and where commands start); empty: the notebook's "
+        "directory, else the kernel's working directory when ipymcp loaded.",
+    ).tag(config=True)
+    read_max_bytes = Integer(
+        10_000_000,
+        help="Largest file read_file reads whole (images, notebooks, line counts); larger text files "
+        "are paged (see read_page_large_files).",
+    ).tag(config=True)
+    read_page_large_files = Bool(
+        True, help="Page text files over read_max_bytes instead of refusing them."
+    ).tag(config=True)
+    read_max_chars = Integer(60_000, help="Characters one read_file page returns at most.").tag(config=True)
+    write_max_bytes = Integer(
+        10_000_000, help="Largest content write_file writes and largest file edit_file changes."
+    ).tag(config=True)
+    list_files_limit = Integer(200, help="Default number of entries list_files returns.").tag(config=True)
+    process_buffer_bytes = Integer(
+        1_000_000,
+        help="Unread output kept per background process; the oldest is dropped beyond it.",
+    ).tag(config=True)
+    process_stop_grace = Float(
+        2.0, help="Seconds between SIGTERM and SIGKILL when stopping a command or process."
+    ).tag(config=True)
+    max_processes = Integer(16, help="Background processes (start_process) running at once.").tag(config=True)
+
     show_status = Bool(True, help="Show a status line in the cell that loads ipymcp.").tag(config=True)
 
     # -- the user stays in control (ipymcp/policy) --------------------------------------------

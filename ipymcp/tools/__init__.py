@@ -14,6 +14,11 @@ def register_all(toolbox: Toolbox, runtime: Runtime) -> None:
 
     kernel.register(toolbox, runtime)
 
+    from . import files, terminal
+
+    files.register(toolbox, runtime)
+    terminal.register(toolbox, runtime)
+
     from . import notebook
 
     notebook.register(toolbox, runtime)
