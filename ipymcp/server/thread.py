@@ -86,11 +86,12 @@ class BackgroundServer:
         while not self.server.started and not task.done():
             await asyncio.sleep(0.005)
         if self.server.started:
-            self.ready.set()
             try:
-                self._on_ready()
+                # before ready is set: whoever waits for ready also finds the runtime file
+                await asyncio.get_running_loop().run_in_executor(None, self._on_ready)
             except Exception:
                 log.exception("on_ready failed")
+            self.ready.set()
         await task
 
     @property
