@@ -152,3 +152,8 @@ async def test_token_rotation_refuses_the_old_token_disconnects_its_sessions_and
             assert not (await c.call_tool("kernel_status", {})).is_error
     finally:
         harness.shutdown()
+
+
+async def test_handshake_clients_are_told_the_tool_list_can_change(kernel):
+    async with kernel.client(mode="legacy") as c:
+        assert c.server_capabilities.tools.list_changed is True

@@ -148,6 +148,23 @@ class ToolGuard:
         return bridge is not None and len(bridge.queued) >= self.max_queued
 
     # -- tools/list_changed ------------------------------------------------------------------------
+    @staticmethod
+    def advertise_list_changed(mcp: Any) -> None:
+        """Handshake-era ``initialize`` says ``tools.listChanged: true`` (the level can change).
+
+        The SDK builds capabilities with default ``NotificationOptions`` (all false) and offers
+        no MCPServer keyword for it; 2026-07-28 derives the flag from ``subscriptions/listen``.
+        """
+        from mcp.server.lowlevel.server import NotificationOptions
+
+        lowlevel = mcp._lowlevel_server
+        original = lowlevel.create_initialization_options
+
+        def create_initialization_options(notification_options: Any = None, *args: Any, **kwargs: Any) -> Any:
+            return original(notification_options or NotificationOptions(tools_changed=True), *args, **kwargs)
+
+        lowlevel.create_initialization_options = create_initialization_options
+
     async def notify_tools_changed(self, mcp: Any) -> None:
         """Tell every connected client the tool list changed, in both protocol eras."""
         from mcp.shared.subscriptions import ToolsListChanged

@@ -167,6 +167,7 @@ def build_mcp(runtime: Runtime) -> tuple[MCPServer, Toolbox]:
     finally:
         if sentinel is not None:
             root.removeHandler(sentinel)
+    guard.advertise_list_changed(mcp)
     toolbox = Toolbox(mcp, guard)
     runtime.policy.on_level_change(lambda: _notify_tools_changed(runtime, guard, mcp))
     from ..tools import register_all
