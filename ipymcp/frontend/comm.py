@@ -231,22 +231,39 @@ class FrontendLink:
         return self._result(slot)
 
     def choose_view(self) -> View:
-        """The view to address: path match, then most recently focused, then most recent; pinged."""
+        """The view to address: path match, then most recently focused, then most recent.
+
+        Views that have not answered lately are pinged (all at once); those that miss the ping
+        while the kernel could have answered are dropped (a reloaded page never closes its comm).
+        """
         if not self._views:
             if self.wait_detected() != "connected":
                 raise NoFrontendError(missing_extension_reason(guess_frontend(self.runtime.shell), self.state))
-        for view in self.ranked_views():
-            if time.monotonic() - view.last_reply < FRESH_SECONDS:
-                return view
-            idle_before = self._main_shell_idle()
-            if self._ping(view):
-                return view
-            if view.subshell or (idle_before and self._main_shell_idle()):
+        ranked = self.ranked_views()
+        if ranked and time.monotonic() - ranked[0].last_reply < FRESH_SECONDS:
+            return ranked[0]
+        idle_before = self._main_shell_idle()
+        pings = {view.comm_id: self._send(view, "hello", {}) for view in ranked}
+        deadline = time.monotonic() + PING_TIMEOUT
+        for slot in pings.values():
+            slot.event.wait(max(0.0, deadline - time.monotonic()))
+        conclusive = idle_before and self._main_shell_idle()
+        alive = []
+        for view in ranked:
+            slot = pings[view.comm_id]
+            if slot.event.is_set() and slot.reply and slot.reply.get("ok"):
+                alive.append(view)
+                continue
+            self._forget(slot)
+            if view.subshell or conclusive:
                 log.info("dropping stale view %s (%s): no answer to ping", view.comm_id, view.path)
                 self._drop(view)
-                continue
-            # Busy kernel without subshells: the view cannot answer now; queue behind the cell.
-            return view
+        if alive:
+            return alive[0]
+        remaining = self.ranked_views()
+        if remaining:
+            # Busy kernel without comm subshells: the view cannot answer now; queue behind the cell.
+            return remaining[0]
         raise NoFrontendError(
             "no open notebook view answered (closed or reloaded?): open the notebook in JupyterLab or "
             "Notebook 7 with the ipymcp extension, then retry"
@@ -260,13 +277,6 @@ class FrontendLink:
             return (path_match, view.focused_at, view.connected_at)
 
         return sorted(self.views, key=key, reverse=True)
-
-    def _ping(self, view: View) -> bool:
-        slot = self._send(view, "hello", {})
-        if slot.event.wait(PING_TIMEOUT):
-            return bool(slot.reply and slot.reply.get("ok"))
-        self._forget(slot)
-        return False
 
     def _main_shell_idle(self) -> bool:
         runtime = self.runtime

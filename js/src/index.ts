@@ -284,10 +284,20 @@ class PanelWatcher {
   ) {
     panel.sessionContext.kernelChanged.connect(this.onKernelChanged, this);
     panel.disposed.connect(this.dispose, this);
+    // The user working in this view makes it the one the agent addresses.
+    panel.node.addEventListener('focusin', this.onFocusIn);
     void panel.sessionContext.ready.then(() => this.attach(panel.sessionContext.session?.kernel ?? null));
   }
 
+  private lastFocusSent = 0;
+  private onFocusIn = () => {
+    if (Date.now() - this.lastFocusSent > 1000) {
+      this.focus();
+    }
+  };
+
   focus(): void {
+    this.lastFocusSent = Date.now();
     this.link?.send({ event: 'focus' });
   }
 
@@ -354,6 +364,7 @@ class PanelWatcher {
     this.link?.disconnect('view closed');
     this.detach();
     this.panel.sessionContext.kernelChanged.disconnect(this.onKernelChanged, this);
+    this.panel.node.removeEventListener('focusin', this.onFocusIn);
     watchers.delete(this.panel);
   }
 }

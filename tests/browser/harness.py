@@ -1,0 +1,228 @@
+"""A real Jupyter server (serving JupyterLab at /lab and Notebook 7 at /notebooks) with the ipymcp
+labextension installed, headless Debian chromium driven by Playwright, and the agent as a real
+``mcp.Client`` over HTTP (URL and token from the kernel's runtime file).
+
+The Jupyter directories are the test session's private ones (tests/conftest.py). Not a
+conftest.py: a second module named ``conftest`` would shadow tests/conftest.py for the other suites.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from conftest import mcp_client, runtime_dir
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
+SCREENSHOTS = Path(os.environ.get("IPYMCP_SCREENSHOTS", "")) if os.environ.get("IPYMCP_SCREENSHOTS") else None
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class JupyterServer:
+    def __init__(self, root: Path):
+        self.root = root
+        self.port = _free_port()
+        self.token = uuid.uuid4().hex
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = open(root.parent / "jupyter-server.log", "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
+                "--ip=127.0.0.1", f"--port={self.port}", "--ServerApp.port_retries=0",
+                f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={root}",
+                "--LabApp.expose_app_in_browser=True", "--JupyterNotebookApp.expose_app_in_browser=True",
+                "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+                "--ServerApp.disable_check_xsrf=True",
+            ],
+            cwd=root, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"jupyter lab exited; see {self.log.name}")
+            try:
+                self.api("GET", "/api/status")
+                return
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError("jupyter lab did not start in 90 s")
+
+    def api(self, method: str, path: str, body: Any = None) -> Any:
+        request = urllib.request.Request(
+            self.base + path,
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
+            raw = response.read()
+        return json.loads(raw) if raw else None
+
+    def url(self, app: str, name: str) -> str:
+        if app == "lab":
+            return f"{self.base}/lab/tree/{name}?reset&token={self.token}"
+        return f"{self.base}/notebooks/{name}?token={self.token}"
+
+    def stop(self) -> None:
+        for session in self.api("GET", "/api/sessions"):
+            try:
+                self.api("DELETE", f"/api/sessions/{session['id']}")
+            except OSError:
+                pass
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    root = tmp_path_factory.mktemp("browser") / "root"
+    root.mkdir()
+    jupyter = JupyterServer(root)
+    yield jupyter
+    jupyter.stop()
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Any]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        chromium = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        await chromium.close()
+
+
+def new_notebook(server: JupyterServer, name: str, cells: list[str]) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    path = server.root / name
+    nbformat.write(nb, path)
+    return path
+
+
+class NotebookPage:
+    """One browser page showing one notebook, and what a user does in it."""
+
+    def __init__(self, server: JupyterServer, page: Any, app: str, name: str):
+        self.server, self.page, self.app, self.name = server, page, app, name
+
+    async def open(self) -> NotebookPage:
+        await self.page.goto(self.server.url(self.app, self.name))
+        await self.page.wait_for_selector(".jp-NotebookPanel .jp-Cell .cm-content", timeout=60_000)
+        await self.page.wait_for_function(
+            "() => { const w = window.jupyterapp?.shell?.currentWidget;"
+            " return w?.sessionContext?.session?.kernel?.status === 'idle'; }",
+            timeout=60_000,
+        )
+        return self
+
+    async def reload(self) -> None:
+        await self.page.reload()
+        await self.page.wait_for_selector(".jp-NotebookPanel .jp-Cell .cm-content", timeout=60_000)
+        await self.page.wait_for_function(
+            "() => window.jupyterapp?.shell?.currentWidget?.sessionContext?.session?.kernel?.status === 'idle'",
+            timeout=60_000,
+        )
+
+    def cells(self) -> Any:
+        return self.page.locator(".jp-NotebookPanel:visible .jp-Notebook .jp-Cell")
+
+    async def run_cell(self, index: int) -> None:
+        """Click into cell ``index``'s editor and press Ctrl+Enter (run in place), as a user does."""
+        await self.cells().nth(index).locator(".cm-content").click()
+        await self.page.keyboard.press("Control+Enter")
+
+    async def type_into(self, index: int, text: str) -> None:
+        editor = self.cells().nth(index).locator(".cm-content")
+        await editor.click()
+        await self.page.keyboard.press("Control+End")
+        await self.page.keyboard.type(text)
+
+    async def kernel_id(self) -> str:
+        return await self.page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.id")
+
+    async def sources(self) -> list[str]:
+        return await self.page.evaluate(
+            "() => window.jupyterapp.shell.currentWidget.content.widgets.map(c => c.model.sharedModel.getSource())"
+        )
+
+    async def wait_for_output(self, text: str, timeout: float = 30_000) -> None:
+        await self.page.locator(".jp-NotebookPanel:visible .jp-OutputArea-output", has_text=text).first.wait_for(
+            timeout=timeout
+        )
+
+    async def screenshot(self, name: str) -> None:
+        if SCREENSHOTS is not None:
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            await self.page.screenshot(path=str(SCREENSHOTS / name))
+
+
+async def load_ipymcp(nb: NotebookPage, timeout: float = 60) -> dict[str, Any]:
+    """Run the %load_ext cell (cell 0) in the browser; return the kernel's runtime info."""
+    await nb.run_cell(0)
+    await nb.wait_for_output("MCP server ready", timeout=timeout * 1000)
+    path = runtime_dir() / f"kernel-{await nb.kernel_id()}.json"
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no runtime file {path}")
+        await asyncio.sleep(0.1)
+    return json.loads(path.read_text())
+
+
+@asynccontextmanager
+async def agent(info: dict[str, Any]) -> AsyncIterator[Any]:
+    async with mcp_client(info["url"], info["token"]) as client:
+        yield client
+
+
+@asynccontextmanager
+async def notebook_page(
+    server: JupyterServer, browser: Any, app: str, name: str, cells: list[str] | None = None
+) -> AsyncIterator[NotebookPage]:
+    if cells is not None:
+        new_notebook(server, name, cells)
+    context = await browser.new_context(viewport={"width": 1200, "height": 800})
+    page = await context.new_page()
+    try:
+        yield await NotebookPage(server, page, app, name).open()
+    finally:
+        await context.close()
+
+
+def shutdown_kernels(server: JupyterServer, name: str) -> None:
+    for session in server.api("GET", "/api/sessions"):
+        if session.get("path") == name:
+            server.api("DELETE", f"/api/sessions/{session['id']}")
