@@ -121,6 +121,8 @@ class HeadTail:
 
     def add(self, data: bytes) -> None:
         with self.lock:
+            lines = (self.last_line + data[-400:]).rstrip(b"\r\n").rsplit(b"\n", 1)
+            self.last_line = lines[-1][-200:]
             self.total += len(data)
             room = self.head_limit - len(self.head)
             if room > 0:
@@ -131,8 +133,6 @@ class HeadTail:
                 self.tail_size += len(data)
                 while self.tail_size - len(self.tail[0]) >= self.tail_limit:
                     self.tail_size -= len(self.tail.popleft())
-            lines = (self.last_line + data[-400:]).rstrip(b"\r\n").rsplit(b"\n", 1)
-            self.last_line = lines[-1][-200:]
 
     def text(self) -> str:
         with self.lock:

@@ -73,13 +73,20 @@ async def test_paths_inside_the_root_work_relative_absolute_and_through_inner_li
     base = kernel.cwd / workdir
     (base / "real.txt").write_text("inside\n")
     os.symlink("real.txt", base / "link.txt")
-    for path in (f"{workdir}/real.txt", str(base / "real.txt"), f"{workdir}/link.txt", f"{workdir}/x/../real.txt"):
+    for path in (
+        f"{workdir}/real.txt",
+        str(base / "real.txt"),
+        f"{workdir}/link.txt",
+        f"{workdir}/x/../real.txt",
+    ):
         result = await call(kernel, "read_file", path=path)
         assert not result.is_error, (path, text_of(result))
         assert "1\tinside" in text_of(result)
 
 
-async def test_write_creates_parents_and_refuses_to_clobber_unless_overwrite_keeping_the_mode(kernel, workdir):
+async def test_write_creates_parents_and_refuses_to_clobber_unless_overwrite_keeping_the_mode(
+    kernel, workdir
+):
     path = f"{workdir}/deep/er/new.txt"
     created = await call(kernel, "write_file", path=path, content="one\n")
     assert not created.is_error and "Created" in text_of(created)
@@ -114,7 +121,9 @@ def test_atomic_write_interrupted_midway_leaves_the_old_file_whole(kernel, workd
             print(exc)
         """
     )
-    done = subprocess.run([KERNEL_PYTHON, "-c", script, str(base)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [KERNEL_PYTHON, "-c", script, str(base)], capture_output=True, text=True, timeout=60
+    )
     assert (base / "data.txt").read_text() == "original\n"
     if how == "write error":
         assert "could not write data.txt" in done.stdout and "not changed" in done.stdout
@@ -263,7 +272,9 @@ async def test_list_files_skips_hidden_entries_and_bounds_the_count(kernel, work
     (base / "sub" / "inner.csv").write_text("x")
     listing = text_of(await call(kernel, "list_files", path=workdir))
     assert f"{workdir}/f00.csv" in listing and f"{workdir}/sub/" in listing
-    assert "/.hidden" not in listing and "/.ipynb_checkpoints" not in listing and "2 hidden entries" in listing
+    assert (
+        "/.hidden" not in listing and "/.ipynb_checkpoints" not in listing and "2 hidden entries" in listing
+    )
     assert listing.splitlines()[1].startswith("dir")  # directories first
     hidden = text_of(await call(kernel, "list_files", path=workdir, include_hidden=True))
     assert ".hidden" in hidden and ".ipynb_checkpoints" in hidden
@@ -312,4 +323,6 @@ async def test_file_tools_declare_levels_and_annotations(kernel):
         )["stdout"]
     )
     assert levels["read_file"] == levels["list_files"] == "read"
-    assert {levels[n] for n in ("write_file", "edit_file", "delete_path", "move_path", "make_directory")} == {"edit"}
+    assert {levels[n] for n in ("write_file", "edit_file", "delete_path", "move_path", "make_directory")} == {
+        "edit"
+    }
