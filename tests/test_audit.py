@@ -38,9 +38,9 @@ def defaults(kernel):
 
 async def test_every_tool_call_leaves_one_line_with_time_client_arguments_duration_and_outcome(kernel):
     specs = json.loads(
-        kernel.run("import json, ipymcp._state as _s; print(json.dumps(sorted(_s.runtime.toolbox.specs))); del _s")[
-            "stdout"
-        ]
+        kernel.run(
+            "import json, ipymcp._state as _s; print(json.dumps(sorted(_s.runtime.toolbox.specs))); del _s"
+        )["stdout"]
     )
     kernel.run("%mcp permissions full")
     before = len(calls(kernel))
@@ -141,9 +141,10 @@ async def test_mcp_log_renders_recent_calls_as_a_table(kernel):
         await c.call_tool("inspect_variable", {"name": "no_such_variable_here"})
         await c.call_tool("kernel_status", {})
     out = kernel.run("%mcp log 2")["outputs"]
-    markdown = "".join(m["content"]["data"].get("text/markdown", "") for m in out if m["msg_type"] == "display_data")
+    markdown = "".join(
+        m["content"]["data"].get("text/markdown", "") for m in out if m["msg_type"] == "display_data"
+    )
     assert "| time | client | tool |" in markdown
     assert "`inspect_variable`" in markdown and "`kernel_status`" in markdown
     assert markdown.count("\n| ") == 3  # header + 2 rows (the separator starts with |---)
     assert "error" in markdown and "ok" in markdown
-

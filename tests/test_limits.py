@@ -25,9 +25,11 @@ def set_guard(kernel, **values) -> None:
 
 
 async def test_request_body_over_the_limit_gets_413_and_the_server_stays_up(limited):
-    body = b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"execute","arguments":{"code":"' + (
-        b"#" * 300_000
-    ) + b'"}}}'
+    body = (
+        b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"execute","arguments":{"code":"'
+        + (b"#" * 300_000)
+        + b'"}}}'
+    )
     async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {limited.token}", **HEADERS}) as http:
         response = await http.post(limited.url, content=body)
     assert response.status_code == 413
@@ -79,7 +81,9 @@ async def test_queued_executions_over_the_cap_are_refused_and_interrupt_still_wo
 
 async def test_calls_are_paced_only_while_a_user_cell_runs(limited):
     def delayed() -> float:
-        out = limited.run("import ipymcp._state as _s; print(_s.runtime.policy.pacer.delayed_s); del _s")["stdout"]
+        out = limited.run("import ipymcp._state as _s; print(_s.runtime.policy.pacer.delayed_s); del _s")[
+            "stdout"
+        ]
         return float(out)
 
     async with limited.client() as c:

@@ -34,7 +34,9 @@ def test_default_level_is_execute_and_every_tool_declares_a_known_level(kernel):
     levels = tool_levels(kernel)
     assert levels and set(levels.values()) <= set(LEVELS)
     assert levels["execute"] == "execute" and levels["list_variables"] == "read"
-    status = kernel.run("import ipymcp._state as _s; print(_s.runtime.policy.level); del _s")["stdout"].strip()
+    status = kernel.run("import ipymcp._state as _s; print(_s.runtime.policy.level); del _s")[
+        "stdout"
+    ].strip()
     assert status == "execute"
 
 
@@ -141,8 +143,11 @@ async def test_token_rotation_refuses_the_old_token_disconnects_its_sessions_and
         async with httpx2.AsyncClient() as http:
             response = await http.post(
                 harness.url,
-                headers={"Authorization": f"Bearer {old}", "Content-Type": "application/json",
-                         "Accept": "application/json, text/event-stream"},
+                headers={
+                    "Authorization": f"Bearer {old}",
+                    "Content-Type": "application/json",
+                    "Accept": "application/json, text/event-stream",
+                },
                 content=b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}',
             )
         assert response.status_code == 401

@@ -74,9 +74,15 @@ def detail_of(tool: str, arguments: dict[str, Any]) -> str:
     for key in ("code", "command", "cmd", "source", "keys", "input"):
         value = arguments.get(key)
         if isinstance(value, str):
-            shown = value if len(value) <= DETAIL_LIMIT else value[:DETAIL_LIMIT] + f"\n… ({len(value)} characters)"
+            shown = (
+                value
+                if len(value) <= DETAIL_LIMIT
+                else value[:DETAIL_LIMIT] + f"\n… ({len(value)} characters)"
+            )
             parts.append(f"{key}:\n```\n{shown}\n```")
-    rest = {k: v for k, v in arguments.items() if k not in ("code", "command", "cmd", "source", "keys", "input")}
+    rest = {
+        k: v for k, v in arguments.items() if k not in ("code", "command", "cmd", "source", "keys", "input")
+    }
     if rest:
         text = json.dumps(rest, ensure_ascii=False, default=repr, indent=1)
         parts.append(text if len(text) <= DETAIL_LIMIT else text[:DETAIL_LIMIT] + "…")
@@ -102,7 +108,9 @@ class ApprovalGate:
                 return Verdict(True, "not required")
             if tool in policy.session_allowed:
                 return Verdict(True, "allowed for this session")
-            request = ApprovalRequest(tool, arguments, client_label(ctx), detail_of(tool, arguments), time.time())
+            request = ApprovalRequest(
+                tool, arguments, client_label(ctx), detail_of(tool, arguments), time.time()
+            )
             if policy.notebook_asker is not None:
                 return await gate._ask_notebook(request)
             if not _can_elicit(ctx):
@@ -153,7 +161,9 @@ class ApprovalGate:
         if isinstance(result, AcceptedElicitation) and isinstance(result.data, Decision):
             return self._decide(tool, result.data.decision, via)
         action = getattr(result, "action", "cancel")
-        return Verdict(False, f"denied: the user {'declined' if action == 'decline' else 'cancelled'} ({via})")
+        return Verdict(
+            False, f"denied: the user {'declined' if action == 'decline' else 'cancelled'} ({via})"
+        )
 
     def _decide(self, tool: str, answer: str, via: str) -> Verdict:
         if answer == "allow_session":
@@ -172,7 +182,11 @@ class ApprovalGate:
 
 def _raw_arguments(ctx: Context) -> dict[str, Any]:
     params = ctx.request_context.params or {}
-    arguments = params.get("arguments") if isinstance(params, dict) else getattr(params, "get", lambda k: None)("arguments")
+    arguments = (
+        params.get("arguments")
+        if isinstance(params, dict)
+        else getattr(params, "get", lambda k: None)("arguments")
+    )
     return dict(arguments) if isinstance(arguments, dict) else {}
 
 

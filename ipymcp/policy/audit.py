@@ -24,7 +24,19 @@ log = logging.getLogger("ipymcp.audit")
 FULL_ARGUMENTS = frozenset({"code", "command", "cmd", "script", "source", "input", "keys", "pattern", "path"})
 # Arguments that carry file or cell payloads: summarised as size + hash.
 PAYLOAD_ARGUMENTS = frozenset(
-    {"content", "contents", "data", "body", "text", "new_text", "old_text", "new_content", "base64", "bytes", "patch"}
+    {
+        "content",
+        "contents",
+        "data",
+        "body",
+        "text",
+        "new_text",
+        "old_text",
+        "new_content",
+        "base64",
+        "bytes",
+        "patch",
+    }
 )
 FULL_LIMIT = 100_000
 OTHER_LIMIT = 2_000
@@ -46,7 +58,9 @@ def audit_arguments(arguments: Any) -> Any:
         if isinstance(value, (str, bytes)) and name.lower() in PAYLOAD_ARGUMENTS:
             kept[name] = summarise(value)
         elif isinstance(value, str) and name.lower() in FULL_ARGUMENTS:
-            kept[name] = value if len(value) <= FULL_LIMIT else {"head": value[:FULL_LIMIT], **summarise(value)}
+            kept[name] = (
+                value if len(value) <= FULL_LIMIT else {"head": value[:FULL_LIMIT], **summarise(value)}
+            )
         else:
             kept[name] = _bounded(value, OTHER_LIMIT)
     return kept
@@ -196,7 +210,10 @@ def render_table(entries: list[dict[str, Any]]) -> str:
     """Markdown table of audit entries for ``%mcp log``."""
     if not entries:
         return "_No tool calls recorded yet._"
-    rows = ["| time | client | tool | arguments | ms | outcome | approval |", "|---|---|---|---|---:|---|---|"]
+    rows = [
+        "| time | client | tool | arguments | ms | outcome | approval |",
+        "|---|---|---|---|---:|---|---|",
+    ]
     for e in entries:
         time = str(e.get("time", ""))[11:23]
         client = e.get("client") or {}
@@ -211,7 +228,15 @@ def render_table(entries: list[dict[str, Any]]) -> str:
             "| "
             + " | ".join(
                 _cell(x)
-                for x in (time, who, e.get("tool", ""), args, e.get("duration_ms", ""), outcome, e.get("approval", ""))
+                for x in (
+                    time,
+                    who,
+                    e.get("tool", ""),
+                    args,
+                    e.get("duration_ms", ""),
+                    outcome,
+                    e.get("approval", ""),
+                )
             )
             + " |"
         )

@@ -43,7 +43,9 @@ CTX_PARAM = "ipymcp_ctx"
 APPROVAL_PARAM = "ipymcp_approval"
 
 # The audit record of the tools/call being served; the guard adds the approval decision to it.
-current_call: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("ipymcp_call", default=None)
+current_call: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "ipymcp_call", default=None
+)
 
 
 class ToolGuard:
@@ -120,14 +122,20 @@ class ToolGuard:
         # parameters, plus a Context (if the tool has none) and the approval resolver.
         hints = typing.get_type_hints(fn, include_extras=True)
         signature = inspect.signature(fn)
-        parameters = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values()]
+        parameters = [
+            p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values()
+        ]
         annotations = {p.name: p.annotation for p in parameters}
         if own_ctx is None:
-            parameters.append(inspect.Parameter(CTX_PARAM, inspect.Parameter.KEYWORD_ONLY, annotation=Context))
+            parameters.append(
+                inspect.Parameter(CTX_PARAM, inspect.Parameter.KEYWORD_ONLY, annotation=Context)
+            )
             annotations[CTX_PARAM] = Context
         if needs_approval is not None:
             marker = Annotated[ApprovalOutcome, Resolve(self.approval.resolver(tool_name, needs_approval))]
-            parameters.append(inspect.Parameter(APPROVAL_PARAM, inspect.Parameter.KEYWORD_ONLY, annotation=marker))
+            parameters.append(
+                inspect.Parameter(APPROVAL_PARAM, inspect.Parameter.KEYWORD_ONLY, annotation=marker)
+            )
             annotations[APPROVAL_PARAM] = marker
         if "return" in hints:
             annotations["return"] = hints["return"]
@@ -137,7 +145,8 @@ class ToolGuard:
         guarded.__module__ = fn.__module__
         guarded.__annotations__ = annotations
         guarded.__signature__ = signature.replace(  # type: ignore[attr-defined]
-            parameters=_ordered(parameters), return_annotation=hints.get("return", signature.return_annotation)
+            parameters=_ordered(parameters),
+            return_annotation=hints.get("return", signature.return_annotation),
         )
         return guarded
 
@@ -190,8 +199,13 @@ def _metered(fn: Callable[..., Any], kwargs: dict[str, Any], charge: Callable[[f
 
 
 def _ordered(parameters: list[inspect.Parameter]) -> list[inspect.Parameter]:
-    kinds = [inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-             inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.VAR_KEYWORD]
+    kinds = [
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.VAR_POSITIONAL,
+        inspect.Parameter.KEYWORD_ONLY,
+        inspect.Parameter.VAR_KEYWORD,
+    ]
     return sorted(parameters, key=lambda p: kinds.index(p.kind))
 
 
@@ -244,7 +258,11 @@ class PolicyMiddleware:
         levels, policy = self.guard.levels, self.policy
         if isinstance(result, dict) and isinstance(result.get("tools"), list):
             tools = result["tools"]
-            visible = [t for t in tools if not isinstance(t, dict) or policy.allows(levels.get(t.get("name"), "read"))]
+            visible = [
+                t
+                for t in tools
+                if not isinstance(t, dict) or policy.allows(levels.get(t.get("name"), "read"))
+            ]
             return {**result, "tools": visible}
         tools = getattr(result, "tools", None)
         if tools is None:
@@ -267,7 +285,8 @@ class PolicyMiddleware:
         try:
             if required is not None and not self.policy.allows(required):
                 result: Any = CallToolResult(
-                    content=[TextContent(type="text", text=refusal(name, required, self.policy.level))], is_error=True
+                    content=[TextContent(type="text", text=refusal(name, required, self.policy.level))],
+                    is_error=True,
                 )
                 record["approval"] = "-"
             else:

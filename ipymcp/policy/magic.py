@@ -13,7 +13,7 @@ from .permissions import DESCRIPTIONS, LEVELS
 if TYPE_CHECKING:
     from .._runtime import Runtime
 
-log = logging.getLogger("ipymcp.policy")
+logger = logging.getLogger("ipymcp.policy")
 
 
 def permissions(runtime: Runtime, level: str | None) -> None:
@@ -45,7 +45,11 @@ def approve(runtime: Runtime, switch: str | None) -> None:
     if switch is not None:
         policy.set_approval(switch == "on")
     if policy.approval:
-        where = "in this notebook" if policy.notebook_asker is not None else "through the MCP client (elicitation)"
+        where = (
+            "in this notebook"
+            if policy.notebook_asker is not None
+            else "through the MCP client (elicitation)"
+        )
         print(
             f"ipymcp: approval on: calls that run code or commands, write or delete files, or change cells "
             f"wait for your decision, asked {where}; no answer in {policy.approval_timeout:g} s denies."
@@ -61,8 +65,12 @@ def log(runtime: Runtime, count: str | None) -> None:  # noqa: A001 - the subcom
         print("usage: %mcp log [N]")
         return
     entries = [e for e in runtime.policy.audit.recent(max(1, n) * 2) if "tool" in e][-max(1, n) :]
-    display(Markdown(f"ipymcp audit log (`{runtime.policy.audit.path}`), last {len(entries)} calls:\n\n"
-                     + render_table(entries)))
+    display(
+        Markdown(
+            f"ipymcp audit log (`{runtime.policy.audit.path}`), last {len(entries)} calls:\n\n"
+            + render_table(entries)
+        )
+    )
 
 
 def rotate_token(runtime: Runtime) -> None:
@@ -79,5 +87,5 @@ def rotate_token(runtime: Runtime) -> None:
         try:
             server.call_soon(runtime._terminate_sessions, timeout=3)
         except Exception:  # noqa: BLE001
-            log.warning("could not close sessions after token rotation", exc_info=True)
+            logger.warning("could not close sessions after token rotation", exc_info=True)
     runtime.policy.audit.record({"event": "token rotated"})

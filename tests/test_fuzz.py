@@ -1,0 +1,302 @@
+"""Bad input never hurts: hand-picked hostile requests, then hypothesis against every tool.
+
+Everything goes through the real HTTP endpoint of a real kernel. The kernel runs at the ``edit``
+level, its working directory (the file tools' root) is a fresh temporary directory, and
+``delete_path`` / ``move_path`` are not fuzzed: random paths such as ``..`` would make a bug in
+the root confinement delete or move the test machine's files (their confinement is tested in the
+files suite). Tools above ``edit`` (execute, terminal) are still called: they must refuse cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import string
+import threading
+import time
+from typing import Any
+
+import httpx2
+import pytest
+from conftest import KernelHarness, mcp_client, text_of
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+NOT_FUZZED = {"delete_path", "move_path"}
+HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+
+
+@pytest.fixture(scope="module")
+def target():
+    harness = KernelHarness()
+    harness.load_ipymcp("get_ipython().config.IPyMCP.permissions = 'edit'")
+    harness.run("precious = {'user': 'data'}")
+    yield harness
+    harness.shutdown()
+
+
+def kernel_untouched(kernel: KernelHarness) -> None:
+    assert kernel.run("print(precious)")["stdout"].strip() == "{'user': 'data'}"
+    assert kernel.run("print(sum(range(10)))")["stdout"].strip() == "45"
+
+
+# -- hand-picked hostile requests -----------------------------------------------------------------
+async def legacy_session(http: httpx2.AsyncClient, url: str) -> dict[str, str]:
+    init = {
+        "jsonrpc": "2.0",
+        "id": 0,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "fuzz", "version": "0"},
+        },
+    }
+    response = await http.post(url, json=init)
+    assert response.status_code == 200
+    headers = {"mcp-session-id": response.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
+    await http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=headers)
+    return headers
+
+
+def call(name: str, arguments: Any, id_: int = 1) -> bytes:
+    return json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": id_,
+            "method": "tools/call",
+            "params": {"name": name, "arguments": arguments},
+        }
+    ).encode()
+
+
+def rpc_result(response: httpx2.Response) -> dict[str, Any]:
+    text = response.text
+    if text.startswith("event:") or "\ndata:" in text or text.startswith("data:"):
+        data = [line[5:] for line in text.splitlines() if line.startswith("data:")]
+        return json.loads(data[-1])
+    return json.loads(text)
+
+
+HOSTILE_BODIES = {
+    "malformed JSON": b'{"jsonrpc": "2.0", "id": 1, "method": ',
+    "not an object": b"[1, 2, 3]",
+    "invalid UTF-8": b'{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"x":"\xff\xfe"}}',
+    "deeply nested": b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"inspect_variable",'
+    b'"arguments":{"name":' + b"[" * 50_000 + b"]" * 50_000 + b"}}}",
+    "wrong jsonrpc version": b'{"jsonrpc":"1.0","id":1,"method":"tools/list"}',
+    "empty body": b"",
+}
+
+
+@pytest.mark.parametrize("label", list(HOSTILE_BODIES))
+async def test_hostile_bodies_get_a_clean_json_rpc_error(target, label):
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {target.token}", **HEADERS}) as http:
+        session = await legacy_session(http, target.url)
+        response = await http.post(target.url, content=HOSTILE_BODIES[label], headers=session)
+        assert 400 <= response.status_code < 500, response.text[:300]
+        assert "error" in rpc_result(response)
+        assert response.status_code != 500
+    async with target.client() as c:
+        assert not (await c.call_tool("kernel_status", {})).is_error
+    kernel_untouched(target)
+
+
+HOSTILE_CALLS = {
+    "unknown method": {"jsonrpc": "2.0", "id": 1, "method": "kernel/pwn", "params": {}},
+    "unknown tool": json.loads(call("rm_rf", {})),
+    "arguments not an object": json.loads(call("inspect_variable", [1, 2])),
+    "wrong argument type": json.loads(call("list_variables", {"limit": {"$gt": 1}})),
+    "huge string": json.loads(call("inspect_variable", {"name": "x" * 3_000_000})),
+    "NUL bytes": json.loads(call("inspect_variable", {"name": "pre\x00cious"})),
+    "lone surrogate": {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "inspect_variable", "arguments": {"name": "\ud800"}},
+    },
+    "unicode path": json.loads(call("read_file", {"path": "ünïcödé/数据/😀.txt"})),
+    "NUL in path": json.loads(call("read_file", {"path": "a\x00b.txt"})),
+    "path escaping the root": json.loads(call("read_file", {"path": "../../../../etc/passwd"})),
+    "execute above the level": json.loads(call("execute", {"code": "precious.clear()"})),
+    "null id": {"jsonrpc": "2.0", "id": None, "method": "tools/list"},
+}
+
+
+@pytest.mark.parametrize("label", list(HOSTILE_CALLS))
+async def test_hostile_calls_get_a_clean_error_and_change_nothing(target, label):
+    async with httpx2.AsyncClient(
+        headers={"Authorization": f"Bearer {target.token}", **HEADERS}, timeout=60
+    ) as http:
+        session = await legacy_session(http, target.url)
+        body = json.dumps(HOSTILE_CALLS[label]).encode()  # ensure_ascii: lone surrogates travel as \ud800
+        response = await http.post(target.url, content=body, headers=session)
+        assert response.status_code < 500, response.text[:300]
+        if response.status_code == 200:
+            message = rpc_result(response)
+            if "result" in message:
+                result = message["result"]
+                if label != "null id":
+                    assert result.get("isError") is True, result
+                    text = "".join(block.get("text", "") for block in result["content"])
+                    assert text and not text.rstrip().endswith(
+                        f"Error executing tool {HOSTILE_CALLS[label]['params']['name']}"
+                    )
+                    assert "root:x:" not in text
+            else:
+                assert "error" in message
+    async with target.client() as c:
+        assert not (await c.call_tool("kernel_status", {})).is_error
+    kernel_untouched(target)
+
+
+# -- hypothesis against every tool ------------------------------------------------------------------
+class BackgroundClient:
+    """One SDK client on its own event loop, so sync hypothesis tests can drive it."""
+
+    def __init__(self, url: str, token: str):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self._stop: asyncio.Event | None = None
+        ready: Any = asyncio.run_coroutine_threadsafe(self._open(url, token), self.loop)
+        self.client = ready.result(60)
+
+    async def _open(self, url: str, token: str) -> Any:
+        opened = asyncio.get_running_loop().create_future()
+        self._stop = asyncio.Event()
+
+        async def hold() -> None:
+            async with mcp_client(url, token, cache=None) as client:
+                opened.set_result(client)
+                await self._stop.wait()
+
+        self._task = asyncio.ensure_future(hold())
+        return await opened
+
+    def call(self, name: str, arguments: dict[str, Any], timeout: float = 60) -> Any:
+        return asyncio.run_coroutine_threadsafe(self.client.call_tool(name, arguments), self.loop).result(
+            timeout
+        )
+
+    def list_tools(self) -> Any:
+        return asyncio.run_coroutine_threadsafe(self.client.list_tools(), self.loop).result(30)
+
+    def close(self) -> None:
+        async def stop() -> None:
+            self._stop.set()
+            await self._task
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+nasty_text = st.one_of(
+    st.text(max_size=40),
+    st.text(alphabet=string.printable, max_size=40),
+    st.sampled_from(
+        [
+            "",
+            "\x00",
+            "a\x00b",
+            "..",
+            "../../etc/passwd",
+            "/etc/shadow",
+            "ü/😀/名前.txt",
+            "precious",
+            "precious['user']",
+            "precious.__class__.__init__.__globals__",
+            "*",
+            "%reset -f",
+            "!ls",
+            "{}",
+            "[0]",
+            "-1",
+            "\u202e",
+            " " * 3,
+        ]
+    ),
+    st.integers(min_value=1000, max_value=200_000).map(lambda n: "x" * n),
+)
+json_value = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | nasty_text,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+typed = {
+    "string": nasty_text,
+    "integer": st.integers(min_value=-(2**70), max_value=2**70),
+    "number": st.floats(allow_nan=False, allow_infinity=False),
+    "boolean": st.booleans(),
+}
+
+
+def value_for(schema: dict[str, Any]) -> st.SearchStrategy:
+    kinds = [schema.get("type")] + [s.get("type") for s in schema.get("anyOf", [])]
+    options = [typed[k] for k in kinds if k in typed]
+    if "enum" in schema:
+        options.append(st.sampled_from(schema["enum"]))
+    options.append(json_value)  # sometimes the wrong type on purpose
+    return st.one_of(*options)
+
+
+def arguments_for(schema: dict[str, Any]) -> st.SearchStrategy:
+    properties = schema.get("properties", {})
+    fields = {name: value_for(spec) for name, spec in properties.items()}
+    required = set(schema.get("required", []))
+    return st.fixed_dictionaries(
+        {k: v for k, v in fields.items() if k in required},
+        optional={**{k: v for k, v in fields.items() if k not in required}, "unexpected": json_value},
+    )
+
+
+@pytest.fixture(scope="module")
+def fuzz_client(target):
+    client = BackgroundClient(target.url, target.token)
+    yield client
+    client.close()
+
+
+def test_every_tool_survives_generated_arguments(target, fuzz_client):
+    target.run("%mcp permissions full")  # list everything, then fuzz at 'edit'
+    tools = {t.name: t.input_schema for t in fuzz_client.list_tools().tools}
+    target.run("%mcp permissions edit")
+    assert "execute" in tools and "list_variables" in tools
+    fuzzed: dict[str, int] = {}
+    for name, schema in sorted(tools.items()):
+        if name in NOT_FUZZED:
+            continue
+        started = time.monotonic()
+        fuzz_client.call(name, {})
+        slow = time.monotonic() - started > 0.5
+        count = 0
+
+        @settings(
+            max_examples=4 if slow else 25,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(arguments=arguments_for(schema))
+        def survives(arguments: dict[str, Any], name: str = name) -> None:
+            nonlocal count
+            count += 1
+            result = fuzz_client.call(name, arguments)  # an exception here = no MCP answer
+            if result.is_error:
+                text = text_of(result).strip()
+                assert text, f"{name}: empty error"
+                assert text != f"Error executing tool {name}", f"{name} crashed on {arguments!r}"
+
+        survives()
+        fuzzed[name] = count
+        assert not fuzz_client.call("kernel_status", {}).is_error, f"server unhealthy after {name}"
+    assert all(n >= 4 for n in fuzzed.values()), fuzzed
+    assert set(fuzzed) == set(tools) - NOT_FUZZED
+    kernel_untouched(target)
