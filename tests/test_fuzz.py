@@ -264,6 +264,27 @@ def fuzz_client(target):
     client.close()
 
 
+def fuzz_tool(fuzz_client: BackgroundClient, name: str, schema: dict[str, Any], max_examples: int) -> int:
+    """Throw generated arguments at one tool; returns how many calls were made."""
+    count = 0
+
+    @settings(
+        max_examples=max_examples, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
+    @given(arguments=arguments_for(schema))
+    def survives(arguments: dict[str, Any]) -> None:
+        nonlocal count
+        count += 1
+        result = fuzz_client.call(name, arguments)  # an exception here = no MCP answer
+        if result.is_error:
+            text = text_of(result).strip()
+            assert text, f"{name}: empty error"
+            assert text != f"Error executing tool {name}", f"{name} crashed on {arguments!r}"
+
+    survives()
+    return count
+
+
 def test_every_tool_survives_generated_arguments(target, fuzz_client):
     target.run("%mcp permissions full")  # list everything, then fuzz at 'edit'
     tools = {t.name: t.input_schema for t in fuzz_client.list_tools().tools}
@@ -276,27 +297,10 @@ def test_every_tool_survives_generated_arguments(target, fuzz_client):
         started = time.monotonic()
         fuzz_client.call(name, {})
         slow = time.monotonic() - started > 0.5
-        count = 0
-
-        @settings(
-            max_examples=4 if slow else 25,
-            deadline=None,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-        )
-        @given(arguments=arguments_for(schema))
-        def survives(arguments: dict[str, Any], name: str = name) -> None:
-            nonlocal count
-            count += 1
-            result = fuzz_client.call(name, arguments)  # an exception here = no MCP answer
-            if result.is_error:
-                text = text_of(result).strip()
-                assert text, f"{name}: empty error"
-                assert text != f"Error executing tool {name}", f"{name} crashed on {arguments!r}"
-
-        survives()
-        fuzzed[name] = count
+        fuzzed[name] = fuzz_tool(fuzz_client, name, schema, max_examples=4 if slow else 25)
         assert not fuzz_client.call("kernel_status", {}).is_error, f"server unhealthy after {name}"
+    assert set(fuzzed) == set(tools) - NOT_FUZZED
     assert all(n >= 4 for n in fuzzed.values()), fuzzed
+    print("examples per tool:", fuzzed)
     assert set(fuzzed) == set(tools) - NOT_FUZZED
     kernel_untouched(target)
