@@ -287,6 +287,7 @@ class PanelWatcher {
     // The user working in this view makes it the one the agent addresses.
     panel.node.addEventListener('focusin', this.onFocusIn);
     void panel.sessionContext.ready.then(() => this.attach(panel.sessionContext.session?.kernel ?? null));
+    void panel.context.ready.then(() => panel.content.widgets.forEach(markAgentCell));
   }
 
   private lastFocusSent = 0;

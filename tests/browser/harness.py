@@ -184,9 +184,16 @@ class NotebookPage:
         )
 
     async def screenshot(self, name: str) -> None:
-        if SCREENSHOTS is not None:
-            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-            await self.page.screenshot(path=str(SCREENSHOTS / name))
+        if SCREENSHOTS is None:
+            return
+        news = self.page.locator(".jp-toast-button", has_text="No")  # the "official Jupyter news?" toast
+        if await news.count():
+            await news.first.click()
+        if self.app == "lab":
+            await self.page.evaluate("() => window.jupyterapp.shell.collapseLeft()")
+        await asyncio.sleep(0.5)
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        await self.page.screenshot(path=str(SCREENSHOTS / name))
 
 
 async def load_ipymcp(nb: NotebookPage, timeout: float = 60) -> dict[str, Any]:
