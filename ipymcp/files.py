@@ -28,6 +28,7 @@ from typing import Any
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _MAX_SYMLINK_HOPS = 40
 _LINE_CHARS = 2_000  # a longer line is cut in read_file (minified JSON, base64 blobs)
 _LINE_BYTES = 1 << 20  # never hold more than this of one line in memory
@@ -155,7 +156,8 @@ class Workspace:
 
     def _open(self, real_path: str, flags: int, shown: str) -> int:
         try:
-            fd = os.open(real_path, flags | _NOFOLLOW | _CLOEXEC)
+            # O_NONBLOCK: opening a FIFO must not hang waiting for a writer (it is refused after fstat).
+            fd = os.open(real_path, flags | _NOFOLLOW | _CLOEXEC | _NONBLOCK)
         except FileNotFoundError:
             raise WorkspaceError(f"{shown} does not exist under the workspace root {self.root}") from None
         except IsADirectoryError:
@@ -168,6 +170,17 @@ class Workspace:
             raise WorkspaceError(f"cannot open {shown}: {exc.strerror}") from None
         self._check_descriptor(fd, shown)
         return fd
+
+    def _open_regular(self, real_path: str, shown: str) -> Any:
+        """A binary file object for a regular file; directories, FIFOs and devices are refused."""
+        fd = self._open(real_path, os.O_RDONLY, shown)
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            if stat.S_ISDIR(mode):
+                raise WorkspaceError(f"{shown} is a directory: use list_files({shown!r})")
+            raise WorkspaceError(f"{shown} is not a regular file (a device, FIFO or socket); not read")
+        return os.fdopen(fd, "rb")
 
     # -- listing -----------------------------------------------------------------------------
     def list_files(
@@ -262,14 +275,8 @@ class Workspace:
     def read_file(self, path: str, offset: int = 0, limit: int = 2000, raw: bool = False) -> FileView:
         real = self.resolve(path)
         shown = self.relative(real)
-        fd = self._open(real, os.O_RDONLY, shown)
-        with os.fdopen(fd, "rb") as handle:
-            info = os.fstat(handle.fileno())
-            if stat.S_ISDIR(info.st_mode):
-                raise WorkspaceError(f"{shown} is a directory: use list_files({shown!r})")
-            if not stat.S_ISREG(info.st_mode):
-                raise WorkspaceError(f"{shown} is not a regular file (a device, FIFO or socket); not read")
-            size = info.st_size
+        with self._open_regular(real, shown) as handle:
+            size = os.fstat(handle.fileno()).st_size
             head = handle.read(_SNIFF_BYTES)
             for magic, mime in _IMAGE_MAGIC:
                 if head.startswith(magic):
@@ -458,8 +465,7 @@ class Workspace:
             raise WorkspaceError("old and new are the same; nothing to change")
         real = self.resolve(path)
         shown = self.relative(real)
-        fd = self._open(real, os.O_RDONLY, shown)
-        with os.fdopen(fd, "rb") as handle:
+        with self._open_regular(real, shown) as handle:
             size = os.fstat(handle.fileno()).st_size
             if size > self.limits.write_max_bytes:
                 raise WorkspaceError(

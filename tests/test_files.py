@@ -326,3 +326,11 @@ async def test_file_tools_declare_levels_and_annotations(kernel):
     assert {levels[n] for n in ("write_file", "edit_file", "delete_path", "move_path", "make_directory")} == {
         "edit"
     }
+
+
+async def test_special_files_are_refused_without_hanging(kernel, workdir):
+    os.mkfifo(kernel.cwd / workdir / "pipe")
+    result = await call(kernel, "read_file", path=f"{workdir}/pipe")
+    assert result.is_error and "not a regular file" in text_of(result)
+    directory = await call(kernel, "read_file", path=workdir)
+    assert directory.is_error and "list_files" in text_of(directory)

@@ -279,3 +279,14 @@ async def test_terminal_tools_need_the_full_level_and_declare_annotations(kernel
         "print(sorted({s.level for n, s in _s.runtime.toolbox.specs.items() if n.endswith(('_process', '_processes', '_command'))})); del _s"
     )["stdout"]
     assert levels.strip() == "['full']"
+
+
+async def test_commands_start_in_a_directory_under_the_root_only(kernel):
+    (kernel.cwd / "subdir").mkdir(exist_ok=True)
+    async with kernel.client() as c:
+        inside = await c.call_tool("run_command", {"command": "pwd", "cwd": "subdir"})
+        outside = await c.call_tool("run_command", {"command": "pwd", "cwd": "/"})
+        process = await c.call_tool("start_process", {"command": "pwd", "cwd": ".."})
+    assert text_of(inside).splitlines()[1] == str((kernel.cwd / "subdir").resolve())
+    assert outside.is_error and "outside the workspace root" in text_of(outside)
+    assert process.is_error and "outside the workspace root" in text_of(process)

@@ -12,6 +12,7 @@ from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult, TextContent
 from pydantic import Field
 
+from ..files import WorkspaceError
 from ..terminal import Terminal, clean_terminal_text, signal_name
 from .files import workspace_for
 
@@ -33,9 +34,7 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
         workspace = workspace_for(runtime, load_cwd)
         directory = workspace.resolve(cwd or ".")
         if not os.path.isdir(directory):
-            raise NotADirectoryError(
-                f"cwd {cwd!r} is not a directory under the workspace root {workspace.root}"
-            )
+            raise WorkspaceError(f"cwd {cwd!r} is not a directory under the workspace root {workspace.root}")
         return directory
 
     @toolbox.tool(level="full", read_only=False, destructive=True, title="Run a shell command")
