@@ -24,6 +24,7 @@ from ._version import __version__
 from .config import IPyMCP
 from .kernel.bridge import MainThreadBridge
 from .kernel.capture import CaptureHooks
+from .kernel.history import HistoryStore
 from .kernel.status import CellTracker
 from .policy import Policy
 from .server import discovery
@@ -45,6 +46,7 @@ class Runtime:
         self.bridge = MainThreadBridge(shell, self.kernel)
         self.capture_hooks = CaptureHooks(shell)
         self.cells = CellTracker(shell, self.bridge)
+        self.history: HistoryStore | None = None
         self.server: BackgroundServer | None = None
         self.mcp: Any = None
         self.toolbox: Any = None
@@ -93,6 +95,11 @@ class Runtime:
         sock = bind_socket(self.config.host, self.config.port)
         self.capture_hooks.install()
         self.cells.install()
+        self.history = HistoryStore(
+            self.shell, self.kernel, self.config.history_max_bytes, self.config.history_max_output_bytes
+        )
+        self.history.install()
+        self.cleanups.append(self.history.uninstall)
         self.shell.observe(self._on_exit_now, names="exit_now")
         self.started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         self.notebook_path = self._quick_notebook_path()
@@ -143,6 +150,7 @@ class Runtime:
     def stop(self) -> None:
         """Undo everything ``start`` did; safe to call twice and from any thread."""
         with self._stop_lock:
+            log.info("stopping")
             try:
                 self.shell.unobserve(self._on_exit_now, names="exit_now")
             except ValueError:
@@ -160,6 +168,7 @@ class Runtime:
             self.cells.uninstall()
             self.capture_hooks.uninstall()
             self.bridge.close()
+            log.info("stopped")
             _logging.unconfigure(self._log_handler)
             self._log_handler = None
 

@@ -15,7 +15,8 @@ import re
 import sys
 from typing import Any
 
-_IPYTHON_NAMES = re.compile(r"^(_+|_i+|_i\d+|_\d+|_oh|_ih|_dh|In|Out|exit|quit|get_ipython)$")
+_IPYTHON_PRIVATE = re.compile(r"^(_+|_i+|_i\d+|_\d+|_oh|_ih|_dh)$")
+_IPYTHON_PUBLIC = frozenset({"In", "Out", "exit", "quit", "get_ipython"})
 _MAX_STR = 200
 
 
@@ -28,11 +29,12 @@ def user_variables(shell: Any, include_private: bool = False) -> dict[str, Any]:
     hidden = shell.user_ns_hidden
     result = {}
     for name, value in namespace.items():
+        if name[:1] == "_":
+            if not include_private or _IPYTHON_PRIVATE.match(name):
+                continue
+        elif name in _IPYTHON_PUBLIC:
+            continue
         if name in hidden and hidden[name] is value:
-            continue
-        if _IPYTHON_NAMES.match(name):
-            continue
-        if not include_private and name.startswith("_"):
             continue
         result[name] = value
     return result
@@ -44,17 +46,17 @@ def list_variables(
     variables = user_variables(shell, include_private)
     names = sorted(variables)
     if pattern:
-        names = [n for n in names if fnmatch.fnmatchcase(n, pattern) or re.search(_regex_or_none(pattern), n)]
+        names = [n for n in names if _name_matches(n, pattern)]
     total = len(names)
     rows = [summarize(name, variables[name]) for name in names[: max(0, limit)]]
     return {"variables": rows, "total": total, "truncated": total > len(rows)}
 
 
-def _regex_or_none(pattern: str) -> str:
-    # A glob such as "df*" is the common case; a plain substring also works ("df" finds "my_df").
+def _name_matches(name: str, pattern: str) -> bool:
+    """A glob such as ``df*``; a plain word matches as a substring (``df`` finds ``my_df``)."""
     if any(ch in pattern for ch in "*?["):
-        return r"(?!)"
-    return re.escape(pattern)
+        return fnmatch.fnmatchcase(name, pattern)
+    return pattern in name
 
 
 # -- one-line summaries ---------------------------------------------------------------------------
