@@ -97,6 +97,8 @@ class ApprovalGate:
         # 2026-07-28 round trips: when each question was first asked, to enforce the timeout
         # across the client's retry (the server holds no request open between rounds).
         self._first_asked: dict[str, float] = {}
+        # The in-notebook prompt through the labextension, used when no asker was registered.
+        self.frontend_asker: Any = frontend_asker(policy.runtime)
 
     def resolver(self, tool: str, needs_approval: Callable[[dict[str, Any]], bool]) -> Callable[..., Any]:
         gate = self
@@ -111,8 +113,11 @@ class ApprovalGate:
             request = ApprovalRequest(
                 tool, arguments, client_label(ctx), detail_of(tool, arguments), time.time()
             )
-            if policy.notebook_asker is not None:
-                return await gate._ask_notebook(request)
+            asker = policy.notebook_asker or gate.frontend_asker
+            if asker is not None:
+                verdict = await gate._ask_notebook(asker, request)
+                if verdict is not None:
+                    return verdict
             if not _can_elicit(ctx):
                 return Verdict(
                     False,
@@ -135,17 +140,19 @@ class ApprovalGate:
         ask_user.__qualname__ = f"approval_{tool}"
         return ask_user
 
-    async def _ask_notebook(self, request: ApprovalRequest) -> Verdict:
+    async def _ask_notebook(self, asker: Any, request: ApprovalRequest) -> Verdict | None:
+        """The user's answer in the notebook; None when no notebook view can ask (use elicitation)."""
         policy = self.policy
-        assert policy.notebook_asker is not None
         try:
             with anyio.fail_after(policy.approval_timeout + 1):
-                answer = await policy.notebook_asker(request, policy.approval_timeout)
+                answer = await asker(request, policy.approval_timeout)
         except TimeoutError:
             return Verdict(False, f"denied: no answer in the notebook within {policy.approval_timeout:g} s")
         except Exception as exc:  # noqa: BLE001
             log.exception("notebook approval failed")
             return Verdict(False, f"denied: the notebook prompt failed ({exc})")
+        if answer is None:
+            return None
         return self._decide(request.tool, str(answer), "notebook")
 
     def outcome(self, tool: str, arguments: dict[str, Any], value: Any) -> Verdict:
@@ -178,6 +185,44 @@ class ApprovalGate:
         for key, started in list(self._first_asked.items()):
             if started < horizon:
                 self._first_asked.pop(key, None)
+
+
+def frontend_asker(runtime: Any) -> Callable[[ApprovalRequest, float], Any]:
+    """Ask in the notebook through the labextension (``ipymcp.frontend``): op ``approve``.
+
+    Contract with the extension: request ``approve`` with args ``{tool, client, message, detail,
+    timeout_s}``; the view shows a dialog with the exact detail and Allow / Allow for this
+    session / Deny, and replies ``{"decision": "allow" | "allow_session" | "deny"}``. No
+    connected view, or a view whose extension does not know ``approve`` yet: returns None and
+    the client is asked by elicitation instead.
+    """
+
+    async def ask(request: ApprovalRequest, timeout: float) -> str | None:
+        link = getattr(runtime, "frontend", None)
+        if link is None or getattr(link, "state", None) != "connected":
+            return None
+        from ..frontend.comm import FrontendError, FrontendTimeout, NoFrontendError
+
+        args = {
+            "tool": request.tool,
+            "client": request.client,
+            "message": request.message(),
+            "detail": request.detail,
+            "timeout_s": timeout,
+        }
+        try:
+            reply = await link.arequest("approve", args, timeout=timeout)
+        except NoFrontendError:
+            return None
+        except FrontendTimeout as exc:
+            raise TimeoutError(str(exc)) from exc
+        except FrontendError as exc:
+            if "unknown op" in str(exc):
+                return None
+            raise
+        return str(reply.get("decision", "deny"))
+
+    return ask
 
 
 def _raw_arguments(ctx: Context) -> dict[str, Any]:
