@@ -46,7 +46,7 @@ log = logging.getLogger("ipymcp.connect")
 
 # Bounded waits: an agent must get an answer, never a hang, while a kernel restarts.
 CONNECT_TIMEOUT = 10.0
-STATUS_TIMEOUT = 3.0
+STATUS_TIMEOUT = 8.0  # a kernel's first kernel_status call can take seconds (imports)
 POLL_INTERVAL = 2.0
 
 _T = TypeVar("_T")
@@ -523,7 +523,10 @@ class Bridge:
                     async with httpx2.AsyncClient(headers=headers, timeout=STATUS_TIMEOUT) as http:
                         async with Client(streamable_http_client(info["url"], http_client=http), cache=None) as c:
                             result = await ask(c)
+        except TimeoutError:
+            return f"no answer in {STATUS_TIMEOUT:.0f} s"
         except Exception:  # noqa: BLE001 - shown as unreachable; the row still helps
+            log.debug("kernel_status of %s failed", info.get("url"), exc_info=True)
             return "unreachable"
         state = (result.structured_content or {}).get("state")
         return state if isinstance(state, str) else "unknown"

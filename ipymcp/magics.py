@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import Markdown, display
@@ -103,8 +105,11 @@ class MCPMagics(Magics):
         if runtime is None:
             return
         runtime.wait_ready(5)
+        # The notebook's path outlives its kernel (reopening the notebook starts a new kernel id).
+        pin = ["--notebook", runtime.notebook_path] if runtime.notebook_path else ["--kernel-id", runtime.kernel_id]
         print(f"# {client}: through `ipymcp connect` (finds this kernel, survives restarts)")
-        print(stdio_snippet(client, ["--kernel-id", runtime.kernel_id]))
+        print(f"# (`ipymcp config {client} {shlex.join(pin)} --write` adds it to the config file)")
+        print(stdio_snippet(client, pin))
         print()
         print(f"# {client}: direct HTTP (URL and token change when the kernel restarts)")
         print(http_snippet(client, runtime.url, runtime.token))

@@ -351,3 +351,17 @@ def test_config_writes_a_new_claude_desktop_file(tmp_path: Path) -> None:
     )
     entry = json.loads(target.read_text())["mcpServers"]["ipymcp"]
     assert entry["args"] == ["connect"] and Path(entry["command"]).name.startswith("ipymcp")
+
+
+async def test_mcp_config_in_the_notebook_prints_the_entry_ipymcp_config_prints(two_kernels: Any) -> None:
+    root, alpha, beta = two_kernels
+    printed = alpha.run("%mcp config cursor")["stdout"]
+    entry, _ = json.JSONDecoder().raw_decode(printed[printed.index("{") :])
+    cli = subprocess.run(
+        [*COMMAND, "config", "cursor", "--notebook", str(alpha.notebook)], capture_output=True, text=True, check=True
+    ).stdout
+    assert entry == json.loads(cli)
+    server = entry["mcpServers"]["ipymcp"]
+    async with connect(*server["args"][1:]) as bridge:  # the printed entry reaches this notebook
+        assert await bridge.run("who") == "'alpha'"
+    assert "Bearer " + alpha.token in printed  # and the direct-HTTP variant
