@@ -334,3 +334,24 @@ async def test_special_files_are_refused_without_hanging(kernel, workdir):
     assert result.is_error and "not a regular file" in text_of(result)
     directory = await call(kernel, "read_file", path=workdir)
     assert directory.is_error and "list_files" in text_of(directory)
+
+
+async def test_root_is_root_dir_if_set_else_the_notebooks_directory(kernel, workdir):
+    base = (kernel.cwd / workdir).resolve()
+    (base / "nbdir").mkdir()
+    (base / "nbdir" / "here.txt").write_text("x")
+    (base / "cfg").mkdir()
+    kernel.run(
+        f"import ipymcp._state as _s; _s.runtime.notebook_path = {str(base / 'nbdir' / 'a.ipynb')!r}; del _s"
+    )
+    try:
+        listing = text_of(await call(kernel, "list_files"))
+        assert listing.splitlines()[0] == f"root: {base / 'nbdir'}" and "here.txt" in listing
+        set_config(kernel, root_dir=str(base / "cfg"))
+        listing = text_of(await call(kernel, "list_files"))
+        assert listing.splitlines()[0] == f"root: {base / 'cfg'}"
+        escape = await call(kernel, "read_file", path="../nbdir/here.txt")
+        assert escape.is_error and f"outside the workspace root {base / 'cfg'}" in text_of(escape)
+    finally:
+        set_config(kernel, root_dir="")
+        kernel.run("import ipymcp._state as _s; _s.runtime.notebook_path = None; del _s")
