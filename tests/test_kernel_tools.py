@@ -200,4 +200,4 @@ async def test_tools_describe_themselves_for_a_model(kernel):
         assert tools[name].annotations.read_only_hint is True
     assert tools["execute"].annotations.destructive_hint is True
     for tool in tools.values():
-        assert len(tool.description or "") > 80, tool.name
+        assert len(tool.description or "") > 40, tool.name
