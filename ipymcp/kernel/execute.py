@@ -13,10 +13,13 @@ import ast
 import inspect
 import sys
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
 from .bridge import AgentJob
+
+_PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
 from .capture import Capture
 
 
@@ -108,9 +111,16 @@ def _record_exception(shell: Any, exc: BaseException, capture: Capture, job: Age
     if isinstance(exc, KeyboardInterrupt) or (job.interrupted and _is_cancel(exc)):
         etype, evalue = KeyboardInterrupt, KeyboardInterrupt("agent code interrupted")
         tb = exc.__traceback__
-    # Skip our own frames so the traceback starts at the agent's code.
-    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+    # Skip our own frames so the traceback starts at the agent's code and ends in it (the
+    # interrupt handler that raised KeyboardInterrupt is ours too).
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
         tb = tb.tb_next
+    link = tb
+    while link is not None and link.tb_next is not None:
+        if link.tb_next.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+            link.tb_next = None
+            break
+        link = link.tb_next
     try:
         stb = shell.InteractiveTB.structured_traceback(etype, evalue, tb)
     except Exception:  # noqa: BLE001
