@@ -88,7 +88,9 @@ async def test_kernel_status_reports_no_extension_when_no_view_connects(plain: K
     assert "extension" in frontend["why"]
 
 
-async def test_read_notebook_falls_back_to_the_saved_file_and_says_it_may_be_stale(plain: KernelHarness) -> None:
+async def test_read_notebook_falls_back_to_the_saved_file_and_says_it_may_be_stale(
+    plain: KernelHarness,
+) -> None:
     async with plain.client() as client:
         result = await client.call_tool("read_notebook", {})
     text = text_of(result)
@@ -119,7 +121,9 @@ async def test_read_notebook_without_outputs_pages_through_cells(plain: KernelHa
         ("insert_cell", {"source": "# note", "cell_type": "markdown"}),
     ],
 )
-async def test_write_tools_explain_that_the_extension_is_missing(plain: KernelHarness, tool: str, args: dict) -> None:
+async def test_write_tools_explain_that_the_extension_is_missing(
+    plain: KernelHarness, tool: str, args: dict
+) -> None:
     async with plain.client() as client:
         result = await client.call_tool(tool, args)
     assert result.is_error
@@ -140,9 +144,9 @@ async def test_insert_cell_offers_a_labelled_set_next_input_proposal(plain: Kern
 
 
 async def test_activity_output_is_updated_in_place_with_the_agents_actions(plain: KernelHarness) -> None:
-    display_id = plain.run("import ipymcp._state as _s; print(_s.runtime._status_display.display_id); del _s")[
-        "stdout"
-    ].strip()
+    display_id = plain.run(
+        "import ipymcp._state as _s; print(_s.runtime._status_display.display_id); del _s"
+    )["stdout"].strip()
     loaded = [m for m in plain.load_outputs if m["msg_type"] == "display_data"]
     assert loaded and loaded[0]["content"]["transient"]["display_id"] == display_id
     async with plain.client() as client:

@@ -238,7 +238,9 @@ class FrontendLink:
         """
         if not self._views:
             if self.wait_detected() != "connected":
-                raise NoFrontendError(missing_extension_reason(guess_frontend(self.runtime.shell), self.state))
+                raise NoFrontendError(
+                    missing_extension_reason(guess_frontend(self.runtime.shell), self.state)
+                )
         ranked = self.ranked_views()
         if ranked and time.monotonic() - ranked[0].last_reply < FRESH_SECONDS:
             return ranked[0]

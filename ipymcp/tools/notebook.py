@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 CellId = Annotated[str, Field(description="the cell's id, as read_notebook shows it")]
 # Text budget for one cell's outputs inside read_notebook (the whole answer has max_output_chars).
 CELL_OUTPUT_CHARS = 3_000
-STALE_HINT = "the user changed this cell, read it again (read_notebook) and redo your change on the new source"
+STALE_HINT = (
+    "the user changed this cell, read it again (read_notebook) and redo your change on the new source"
+)
 
 
 def register(toolbox: Toolbox, runtime: Runtime) -> None:
@@ -37,7 +39,9 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
 
     def link() -> Any:
         if runtime.frontend is None:
-            raise ToolError("the notebook link did not start (see the ipymcp log); notebook tools are unavailable")
+            raise ToolError(
+                "the notebook link did not start (see the ipymcp log); notebook tools are unavailable"
+            )
         return runtime.frontend
 
     def call(op: str, args: dict[str, Any], timeout: float = 15.0) -> dict[str, Any]:
@@ -64,7 +68,11 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
         return expected
 
     def provenance(ctx: Context | None, tool: str) -> dict[str, Any]:
-        mark: dict[str, Any] = {"by": "agent", "tool": tool, "at": _dt.datetime.now().astimezone().isoformat(timespec="seconds")}
+        mark: dict[str, Any] = {
+            "by": "agent",
+            "tool": tool,
+            "at": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        }
         try:
             info = ctx.session.client_params.client_info if ctx is not None else None
             if info is not None:
@@ -84,7 +92,9 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
 
     @toolbox.tool(level="read", read_only=True, title="Read the notebook the user sees")
     def read_notebook(
-        include_outputs: Annotated[bool, Field(description="include each code cell's outputs (text, images)")] = True,
+        include_outputs: Annotated[
+            bool, Field(description="include each code cell's outputs (text, images)")
+        ] = True,
         start: Annotated[int, Field(description="first cell index", ge=0)] = 0,
         limit: Annotated[int | None, Field(description="at most this many cells", ge=1)] = None,
     ) -> CallToolResult:
@@ -115,9 +125,15 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
         source: Annotated[str, Field(description="the cell's source")],
         ctx: Context,
         cell_type: Annotated[Literal["code", "markdown", "raw"], Field(description="cell type")] = "code",
-        index: Annotated[int | None, Field(description="position (0 = top, -1 = end); default: the end")] = None,
-        after_cell_id: Annotated[str | None, Field(description="insert right after this cell (wins over index)")] = None,
-        execute: Annotated[bool, Field(description="run it right away (code) / render it (markdown)")] = False,
+        index: Annotated[
+            int | None, Field(description="position (0 = top, -1 = end); default: the end")
+        ] = None,
+        after_cell_id: Annotated[
+            str | None, Field(description="insert right after this cell (wins over index)")
+        ] = None,
+        execute: Annotated[
+            bool, Field(description="run it right away (code) / render it (markdown)")
+        ] = False,
         timeout: Annotated[float, Field(description="with execute: seconds to wait for the run", gt=0)] = 60,
     ) -> CallToolResult:
         """Insert a new cell into the user's open notebook, where they see it, optionally running it.
@@ -143,7 +159,9 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
             raise ToolError(str(err)) from None
         remember(cell)
         fallback.record(runtime, "insert_cell", source, f"cell {cell['index']} ({cell_type})")
-        head = f"inserted {cell_type} cell {cell['id']} at index {cell['index']} (revision {cell['revision']})"
+        head = (
+            f"inserted {cell_type} cell {cell['id']} at index {cell['index']} (revision {cell['revision']})"
+        )
         if not execute:
             return CallToolResult(content=[TextContent(type="text", text=head)], meta={"cell_id": cell["id"]})
         return await _execute(cell["id"], timeout, ctx, head)
@@ -179,7 +197,9 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
     @toolbox.tool(level="edit", read_only=False, destructive=True, title="Delete a cell")
     def delete_cell(
         cell_id: CellId,
-        revision: Annotated[str | None, Field(description="the revision you read (default: your last read)")] = None,
+        revision: Annotated[
+            str | None, Field(description="the revision you read (default: your last read)")
+        ] = None,
     ) -> str:
         """Delete a cell from the user's open notebook (the user can undo it with Ctrl+Z / Edit > Undo).
 
@@ -220,7 +240,11 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
         cells = runtime.cells
 
         async def tick(elapsed: float) -> None:
-            message = f"queued: {cells.describe_wait()}" if cells.user_cell_busy() else f"running for {elapsed:.0f} s"
+            message = (
+                f"queued: {cells.describe_wait()}"
+                if cells.user_cell_busy()
+                else f"running for {elapsed:.0f} s"
+            )
             try:
                 await ctx.report_progress(round(elapsed, 1), None, message)
             except Exception:  # noqa: BLE001 - a client without a progress token
@@ -245,8 +269,14 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
         lead += f"ran cell {cell_id} (index {cell['index']}, In [{count if count is not None else ' '}])"
         blocks = [TextContent(type="text", text=lead + (":" if content else "; no output"))] + content
         ok = bool(cell.get("ok", True))
-        summary = fallback._one_line(" ".join(getattr(b, "text", "") for b in content), 120) if content else "no output"
-        fallback.record(runtime, "execute_cell", cell.get("source", ""), summary if ok else "error: " + summary, ok)
+        summary = (
+            fallback._one_line(" ".join(getattr(b, "text", "") for b in content), 120)
+            if content
+            else "no output"
+        )
+        fallback.record(
+            runtime, "execute_cell", cell.get("source", ""), summary if ok else "error: " + summary, ok
+        )
         meta = {"cell_id": cell_id, "execution_count": count, "status": "ok" if ok else "error"}
         meta["duration_s"] = round(time.monotonic() - started, 3)
         return CallToolResult(content=blocks, is_error=not ok, meta=meta)
@@ -295,7 +325,9 @@ def _propose_instead(runtime: Runtime, source: str, cell_type: str, why: str) ->
     return CallToolResult(content=[TextContent(type="text", text=text)], meta={"proposed": True})
 
 
-def _render_notebook(notebook: dict[str, Any], live: bool, include_outputs: bool, budget: Budget, runtime: Runtime) -> CallToolResult:
+def _render_notebook(
+    notebook: dict[str, Any], live: bool, include_outputs: bool, budget: Budget, runtime: Runtime
+) -> CallToolResult:
     cells = notebook["cells"]
     n = notebook.get("n_cells", len(cells))
     if live:

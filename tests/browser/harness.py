@@ -39,6 +39,7 @@ CHROMIUM_ARGS = [
 ]
 SCREENSHOTS = Path(os.environ.get("IPYMCP_SCREENSHOTS", "")) if os.environ.get("IPYMCP_SCREENSHOTS") else None
 
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -171,7 +172,9 @@ class NotebookPage:
         await self.page.keyboard.type(text)
 
     async def kernel_id(self) -> str:
-        return await self.page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.id")
+        return await self.page.evaluate(
+            "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.id"
+        )
 
     async def sources(self) -> list[str]:
         return await self.page.evaluate(
@@ -179,9 +182,9 @@ class NotebookPage:
         )
 
     async def wait_for_output(self, text: str, timeout: float = 30_000) -> None:
-        await self.page.locator(".jp-NotebookPanel:visible .jp-OutputArea-output", has_text=text).first.wait_for(
-            timeout=timeout
-        )
+        await self.page.locator(
+            ".jp-NotebookPanel:visible .jp-OutputArea-output", has_text=text
+        ).first.wait_for(timeout=timeout)
 
     async def screenshot(self, name: str) -> None:
         if SCREENSHOTS is None:
