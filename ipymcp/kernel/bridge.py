@@ -162,8 +162,10 @@ class MainThreadBridge:
         """Under %gui / %matplotlib qt|tk the main thread sits in the GUI mainloop and only
         returns to asyncio when a shell message arrives; send a harmless kernel_info_request."""
         deadline = time.monotonic() + 5
+        delay = 0.02
         while time.monotonic() < deadline and job.started is None and not job.future.done():
-            time.sleep(0.2)
+            time.sleep(delay)
+            delay = 0.2
             if job.started is not None or job.future.done():
                 return
             try:
