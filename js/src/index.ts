@@ -13,9 +13,11 @@
  * Edits go through the shared (Yjs) model, so they reach real-time collaboration too.
  */
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { Dialog } from '@jupyterlab/apputils';
 import { Cell, CodeCell, MarkdownCell } from '@jupyterlab/cells';
 import { INotebookTracker, NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
 import { Kernel, KernelMessage } from '@jupyterlab/services';
+import { Widget } from '@lumino/widgets';
 
 const ANNOUNCE_TARGET = 'ipymcp.announce';
 const VIEW_TARGET = 'ipymcp';
@@ -194,11 +196,53 @@ async function apply(app: JupyterFrontEnd, panel: NotebookPanel, op: string, arg
         focused: focused(app, panel)
       };
     }
+    case 'approve':
+      return { decision: await askApproval(args) };
     case 'save':
       await panel.context.save();
       return { path: panel.context.path, dirty: panel.context.model.dirty };
     default:
       throw new Error(`unknown op ${op} (frontend protocol ${PROTOCOL}); update the ipymcp labextension`);
+  }
+}
+
+/** Ask the user to approve an agent's tool call: Allow / Allow for this session / Deny. */
+async function askApproval(args: Json): Promise<string> {
+  const body = document.createElement('div');
+  body.className = 'ipymcp-approval';
+  const message = document.createElement('p');
+  message.textContent = `An agent (${args.client ?? 'MCP client'}) wants to call ${args.tool}.`;
+  body.appendChild(message);
+  if (args.detail) {
+    const detail = document.createElement('pre');
+    detail.textContent = String(args.detail);
+    body.appendChild(detail);
+  }
+  const dialog = new Dialog({
+    title: 'ipymcp: approve the agent\'s action?',
+    body: new Widget({ node: body }),
+    buttons: [
+      Dialog.cancelButton({ label: 'Deny' }),
+      Dialog.okButton({ label: 'Allow for this session', displayType: 'default' }),
+      Dialog.okButton({ label: 'Allow' })
+    ],
+    defaultButton: 0
+  });
+  const timeout = Math.max(1, Number(args.timeout_s ?? 60)) * 1000;
+  const timer = window.setTimeout(() => dialog.reject(), timeout);
+  try {
+    const result = await dialog.launch();
+    switch (result.button.label) {
+      case 'Allow':
+        return result.button.accept ? 'allow' : 'deny';
+      case 'Allow for this session':
+        return result.button.accept ? 'allow_session' : 'deny';
+      default:
+        return 'deny';
+    }
+  } finally {
+    window.clearTimeout(timer);
+    dialog.dispose();
   }
 }
 

@@ -237,3 +237,31 @@ async def test_save_notebook_writes_the_agents_cells_with_provenance_to_disk(ser
     assert provenance["by"] == "agent" and provenance["tool"] == "insert_cell"
     assert provenance.get("client")
     shutdown_kernels(server, name)
+
+
+async def test_approval_prompt_in_the_notebook_allows_and_denies_the_agents_code(server, browser) -> None:
+    name = "approve.ipynb"
+    async with notebook_page(server, browser, "lab", name, [LOAD, "%mcp approve on"]) as nb:
+        async with agent(await load_ipymcp(nb)) as client:
+            await nb.run_cell(1)
+            await nb.page.wait_for_function(
+                "() => window.jupyterapp.shell.currentWidget.content.widgets[1].model.executionCount !== null"
+            )
+            dialog = nb.page.locator(".jp-Dialog", has_text="approve the agent")
+
+            call = asyncio.create_task(
+                client.call_tool("execute", {"code": "approved_value = 6 * 7; approved_value"})
+            )
+            await dialog.wait_for(timeout=20_000)
+            assert "approved_value = 6 * 7" in await dialog.locator("pre").inner_text()
+            await nb.screenshot("notebook-approval.png")
+            await dialog.get_by_role("button", name="Allow", exact=True).click()
+            result = await call
+            assert not result.is_error and text_of(result).strip() == "42"
+
+            call = asyncio.create_task(client.call_tool("execute", {"code": "import os; os.remove('x')"}))
+            await dialog.wait_for(timeout=20_000)
+            await dialog.get_by_role("button", name="Deny").click()
+            result = await call
+            assert result.is_error and "denied" in text_of(result)
+    shutdown_kernels(server, name)
