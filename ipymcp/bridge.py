@@ -11,6 +11,7 @@ HTTP server goes away (a kernel restart), and that must end the upstream, never 
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import os
@@ -50,6 +51,12 @@ STATUS_TIMEOUT = 8.0  # a kernel's first kernel_status call can take seconds (im
 POLL_INTERVAL = 2.0
 
 _T = TypeVar("_T")
+
+# The downstream request being forwarded: the upstream Client asks its questions (elicitation) from
+# inside that request's task, so they can go to the client that made the call.
+_downstream_request: contextvars.ContextVar[ServerRequestContext[Any] | None] = contextvars.ContextVar(
+    "ipymcp_downstream_request", default=None
+)
 
 BRIDGE_INSTRUCTIONS = """\
 You reach the notebook through `ipymcp connect`. {chosen} list_notebooks shows every notebook \
@@ -189,7 +196,9 @@ class Upstream:
             timeout = httpx2.Timeout(CONNECT_TIMEOUT, read=None)
             async with httpx2.AsyncClient(headers=headers, timeout=timeout) as http:
                 transport = streamable_http_client(self.info["url"], http_client=http)
-                async with Client(transport, cache=None, message_handler=self._on_message) as client:
+                async with Client(
+                    transport, cache=None, message_handler=self._on_message, elicitation_callback=_forward_elicitation
+                ) as client:
                     self.client = client
                     started = True
                     task_status.started()
@@ -242,6 +251,7 @@ class Upstream:
         if client is None or self.dead.is_set():
             raise ConnectionLost(self.error)
         outcome: list[_T] = []
+        failure: list[Exception] = []
         async with anyio.create_task_group() as tg:
 
             async def watch() -> None:
@@ -251,16 +261,19 @@ class Upstream:
             tg.start_soon(watch)
             try:
                 outcome.append(await fn(client))
-            except MCPError as exc:
-                if exc.code != types.CONNECTION_CLOSED:
-                    raise
-                await self._wait_dead()
-                raise ConnectionLost(exc) from exc
-            except (httpx2.HTTPError, anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
-                await self._wait_dead()
-                raise ConnectionLost(exc) from exc
+            except Exception as exc:  # noqa: BLE001 - sorted out below, outside the task group
+                failure.append(exc)
             finally:
                 tg.cancel_scope.cancel()
+        if failure:
+            exc = failure[0]
+            lost = isinstance(exc, (httpx2.HTTPError, anyio.ClosedResourceError, anyio.BrokenResourceError)) or (
+                isinstance(exc, MCPError) and exc.code == types.CONNECTION_CLOSED
+            )
+            if not lost:
+                raise exc
+            await self._wait_dead()
+            raise ConnectionLost(exc) from exc
         if not outcome:
             raise ConnectionLost(self.error)
         return outcome[0]
@@ -282,6 +295,26 @@ def _root_cause(exc: BaseException | None) -> str:
     if exc is None:
         return "unknown error"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+async def _forward_elicitation(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult | types.ErrorData:
+    """A question from the kernel (approval, ...) to the user, through the client that made the call."""
+    ctx = _downstream_request.get()
+    session = ctx.session if ctx is not None else None
+    capabilities = session.client_capabilities if session is not None else None
+    if (
+        session is None
+        or capabilities is None
+        or capabilities.elicitation is None
+        or not session.can_send_request
+        or not isinstance(params, types.ElicitRequestFormParams)
+    ):
+        return types.ErrorData(
+            code=types.INVALID_REQUEST,
+            message="the MCP client connected through `ipymcp connect` cannot answer this question (no form "
+            "elicitation on this connection)",
+        )
+    return await session.elicit_form(params.message, params.requested_schema, related_request_id=ctx.request_id)
 
 
 def _lost_sentence(info: dict[str, Any]) -> str:
@@ -607,11 +640,15 @@ class Bridge:
             async def progress(value: float, total: float | None, message: str | None) -> None:
                 await ctx.session.report_progress(value, total, message)
 
+            _downstream_request.set(ctx)
             return await self.forward(
                 ctx, lambda c: c.call_tool(params.name, arguments, progress_callback=progress)
             )
         except BridgeError as exc:
             return types.CallToolResult(content=[types.TextContent(type="text", text=str(exc))], is_error=True)
+        except MCPError as exc:
+            # e.g. the kernel asked a question (approval) this client cannot answer
+            return types.CallToolResult(content=[types.TextContent(type="text", text=exc.error.message)], is_error=True)
 
     async def _list_resources(self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None):
         cursor = params.cursor if params else None

@@ -49,7 +49,7 @@ class Bridge:
 
 @asynccontextmanager
 async def connect(
-    *args: str, cwd: Path | str | None = None, mode: str = "auto", env: dict[str, str] | None = None
+    *args: str, cwd: Path | str | None = None, mode: str = "auto", env: dict[str, str] | None = None, **client: Any
 ) -> AsyncIterator[Bridge]:
     stderr_path = Path(tempfile.mkstemp(prefix="connect-", suffix=".log")[1])
     params = StdioServerParameters(
@@ -64,8 +64,9 @@ async def connect(
         notifications.append(message)
 
     with open(stderr_path, "w") as errlog:
-        async with Client(stdio_client(params, errlog=errlog), mode=mode, message_handler=on_message) as client:
-            yield Bridge(client, stderr_path, notifications)
+        transport = stdio_client(params, errlog=errlog)
+        async with Client(transport, mode=mode, message_handler=on_message, **client) as session:
+            yield Bridge(session, stderr_path, notifications)
 
 
 def _notebook_kernel(root: Path, name: str) -> KernelHarness:
@@ -251,6 +252,28 @@ async def test_cancelling_a_call_interrupts_the_agent_code_in_the_kernel(two_ker
         started = time.monotonic()
         assert await bridge.run("'done' in dir()") == "False"
         assert time.monotonic() - started < 10  # the sleeping job was interrupted, not waited for
+
+
+async def test_approval_questions_reach_the_client_through_the_bridge(fresh_kernel: KernelHarness) -> None:
+    kernel = fresh_kernel
+    kernel.load_ipymcp()
+    kernel.run("%mcp approve on")
+    asked: list[str] = []
+    answer = {"action": "accept", "content": {"decision": "allow"}}
+
+    async def elicitation(context: Any, params: Any) -> types.ElicitResult:
+        asked.append(params.message)
+        return types.ElicitResult(**answer)
+
+    async with connect("--kernel-id", kernel.kernel_id, mode="legacy", elicitation_callback=elicitation) as bridge:
+        assert await bridge.run("6 * 7") == "42"
+        assert asked and "execute" in asked[0]
+        answer.update(action="decline", content=None)
+        denied = await bridge.client.call_tool("execute", {"code": "x = 1"})
+        assert denied.is_error and "Not approved" in text_of(denied)
+    async with connect("--kernel-id", kernel.kernel_id, mode="legacy") as bridge:  # cannot answer
+        refused = await bridge.client.call_tool("execute", {"code": "x = 1"})
+        assert refused.is_error and "cannot answer" in text_of(refused)
 
 
 # -- restarts and late kernels ----------------------------------------------------------------
