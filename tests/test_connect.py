@@ -216,6 +216,26 @@ async def test_select_notebook_announces_that_the_tool_list_changed(two_kernels:
         assert type(event).__name__ == "ToolsListChanged"
 
 
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_the_kernels_list_changed_notifications_pass_through(fresh_kernel: KernelHarness, mode: str) -> None:
+    kernel = fresh_kernel
+    kernel.load_ipymcp()
+    async with connect("--kernel-id", kernel.kernel_id, mode=mode) as bridge:
+        assert "execute" in {tool.name for tool in (await bridge.client.list_tools()).tools}
+        if mode == "legacy":
+            kernel.run("%mcp permissions read")
+            with anyio.fail_after(10):
+                while not any(isinstance(n, types.ToolListChangedNotification) for n in bridge.notifications):
+                    await anyio.sleep(0.05)
+        else:
+            async with bridge.client.listen(tools_list_changed=True) as subscription:
+                kernel.run("%mcp permissions read")
+                with anyio.fail_after(10):
+                    await subscription.__anext__()
+        names = {tool.name for tool in (await bridge.client.list_tools(cache_mode="bypass")).tools}
+        assert "execute" not in names and {"list_variables", "list_notebooks"} <= names
+
+
 # -- pass-through -----------------------------------------------------------------------------
 
 
