@@ -105,6 +105,7 @@ async def test_connect_picks_the_kernel_of_the_named_notebook(two_kernels: Any) 
         assert await bridge.run("who") == "'beta'"
 
 
+@pytest.mark.compat
 async def test_connect_picks_by_kernel_id(two_kernels: Any) -> None:
     root, alpha, beta = two_kernels
     async with connect("--kernel-id", alpha.kernel_id) as bridge:
@@ -299,6 +300,7 @@ async def test_approval_questions_reach_the_client_through_the_bridge(fresh_kern
 # -- restarts and late kernels ----------------------------------------------------------------
 
 
+@pytest.mark.compat
 async def test_kernel_restart_gives_one_clear_error_then_works(fresh_kernel: KernelHarness) -> None:
     kernel = fresh_kernel
     async with connect("--kernel-id", kernel.kernel_id) as bridge:
