@@ -125,13 +125,15 @@ def main() -> None:
         rss_after = rss(kernel)
     finally:
         kernel.shutdown()
+    sdk_rss = sdk_import_rss()
 
     shutdown = shutdown_cost()
     lines += [
         "",
         f"- `%load_ext ipymcp` returned in **{load_ms:.1f} ms** (target ≤ 150 ms; the server comes up on its thread).",
         f"- RSS added by loading ipymcp and serving {N * 4 + 100} calls: **{(rss_after - rss_before) / 1e6:.1f} MB** "
-        "(target ≤ 40 MB).",
+        f"(target ≤ 40 MB), of which importing the mcp SDK and uvicorn alone is {sdk_rss / 1e6:.1f} MB "
+        "(measured in a fresh kernel of the same environment).",
         f"- kernel shutdown: {shutdown[0]:.2f} s with ipymcp vs {shutdown[1]:.2f} s without "
         f"(added {shutdown[0] - shutdown[1]:+.2f} s; target ≤ 1 s).",
         f"- {N} calls per latency row after {WARMUP} warm-up calls; one mcp.Client session per row; "
@@ -141,6 +143,17 @@ def main() -> None:
     print(text)
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "core.md").write_text(text + "\n")
+
+
+def sdk_import_rss() -> int:
+    kernel = KernelHarness()
+    try:
+        kernel.run("import numpy, pandas")
+        before = rss(kernel)
+        kernel.run("import mcp.server.mcpserver, mcp.server.streamable_http_manager, uvicorn")
+        return rss(kernel) - before
+    finally:
+        kernel.shutdown()
 
 
 def shutdown_cost(rounds: int = 3) -> tuple[float, float]:

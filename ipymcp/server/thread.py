@@ -87,8 +87,9 @@ class BackgroundServer:
             await asyncio.sleep(0.005)
         if self.server.started:
             try:
-                # before ready is set: whoever waits for ready also finds the runtime file
-                await asyncio.get_running_loop().run_in_executor(None, self._on_ready)
+                # Before ready is set, so whoever waits for ready also finds the runtime file.
+                # It blocks this loop for at most ~1 s (a Jupyter server lookup) at start-up.
+                self._on_ready()
             except Exception:
                 log.exception("on_ready failed")
             self.ready.set()
