@@ -613,6 +613,7 @@ class Bridge:
             on_read_resource=self._read_resource,
             on_list_prompts=self._list_prompts,
             on_get_prompt=self._get_prompt,
+            on_completion=self._complete,
             on_subscriptions_listen=ListenHandler(self.bus),
         )
 
@@ -684,6 +685,14 @@ class Bridge:
             return await self.forward(ctx, lambda c: c.get_prompt(params.name, params.arguments))
         except BridgeError as exc:
             raise MCPError(types.INTERNAL_ERROR, str(exc)) from exc
+
+    async def _complete(self, ctx: ServerRequestContext[Any], params: types.CompleteRequestParams):
+        argument = {"name": params.argument.name, "value": params.argument.value}
+        context = params.context.arguments if params.context is not None else None
+        try:
+            return await self.forward(ctx, lambda c: c.complete(params.ref, argument, context))
+        except BridgeError:
+            return types.CompleteResult(completion=types.Completion(values=[]))
 
     # -- running ----------------------------------------------------------------------------------
     async def serve(self, read_stream: Any, write_stream: Any) -> None:

@@ -256,6 +256,9 @@ async def test_progress_and_results_pass_through(two_kernels: Any, mode: str) ->
         assert progress and all("running for" in (message or "") or "waiting" in (message or "") for *_, message in progress)
         failed = await bridge.client.call_tool("execute", {"code": "1/0"})
         assert failed.is_error and "ZeroDivisionError" in text_of(failed)
+        variables = types.ResourceTemplateReference(uri="ipymcp://variables/{name}")
+        completed = await bridge.client.complete(variables, {"name": "name", "value": "wh"})
+        assert completed.completion.values == ["who"]
         async with alpha.client() as direct:
             assert [r.uri for r in (await bridge.client.list_resources()).resources] == [
                 r.uri for r in (await direct.list_resources()).resources

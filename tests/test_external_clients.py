@@ -161,6 +161,7 @@ PROTOCOL_SCENARIOS = (
     "tools-call-simple-text",
     "tools-call-error",
     "server-sse-multiple-streams",
+    "completion-complete",
 )
 
 

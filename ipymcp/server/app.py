@@ -173,7 +173,22 @@ def build_mcp(runtime: Runtime) -> tuple[MCPServer, Toolbox]:
     from ..tools import register_all
 
     register_all(toolbox, runtime)
+    _complete_variable_names(mcp, runtime)
     return mcp, toolbox
+
+
+def _complete_variable_names(mcp: MCPServer, runtime: Runtime) -> None:
+    """completion/complete: the user's variable names for a resource template's ``{name}``."""
+    from mcp.types import Completion, ResourceTemplateReference
+
+    from ..kernel.namespace import user_variables
+
+    @mcp.completion()
+    async def complete(ref: Any, argument: Any, context: Any) -> Completion | None:
+        if not isinstance(ref, ResourceTemplateReference) or argument.name != "name":
+            return None
+        names = sorted(n for n in user_variables(runtime.shell) if n.startswith(argument.value))
+        return Completion(values=names[:100], total=len(names), has_more=len(names) > 100)
 
 
 def _notify_tools_changed(runtime: Runtime, guard: Any, mcp: MCPServer) -> None:
