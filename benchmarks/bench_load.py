@@ -93,13 +93,18 @@ async def flood(kernel, clients: int, calls: int) -> dict:
     return {"latencies": latencies, "errors": errors, "wall": wall}
 
 
-async def flood_during_cell(kernel, clients: int, n: int) -> dict:
-    """Alternate the cell alone and the cell under the flood (A B A B …): machine noise hits both."""
+async def flood_during_cell(kernel, clients: int, n: int, target=None) -> dict:
+    """Alternate the cell alone and the cell under the flood (A B A B …): machine noise hits both.
+
+    ``target``: the kernel the clients hammer (default: the one running the cell). Hammering
+    another kernel measures what the flood costs the machine, not this kernel (the control).
+    """
+    target = target or kernel
     latencies: list[float] = []
     errors: list[str] = []
     stop, go = asyncio.Event(), asyncio.Event()
     tasks = [
-        asyncio.ensure_future(client_loop(kernel, None, stop, latencies, errors, go)) for _ in range(clients)
+        asyncio.ensure_future(client_loop(target, None, stop, latencies, errors, go)) for _ in range(clients)
     ]
     await asyncio.sleep(1.0)  # clients connected, paused
     alone, loaded, kept, wall = [], [], [], 0.0
@@ -149,26 +154,31 @@ async def main() -> None:
     parser.add_argument("--cell-iterations", type=int, default=4_000_000)
     args = parser.parse_args()
 
-    kernel = KernelHarness()
+    kernel, other = KernelHarness(), KernelHarness()
     try:
-        kernel.load_ipymcp()
-        kernel.run(
-            "import pandas as pd, numpy as np\nframe = pd.DataFrame(np.random.rand(1000, 8))\nnumbers = list(range(10_000))"
-        )
+        for k in (kernel, other):
+            k.load_ipymcp()
+            k.run(
+                "import pandas as pd, numpy as np\nframe = pd.DataFrame(np.random.rand(1000, 8))\n"
+                "numbers = list(range(10_000))"
+            )
         share = float(
             kernel.run("import ipymcp._state as _s; print(_s.runtime.policy.pacer.share); del _s")["stdout"]
         )
         user_cell(kernel, args.cell_iterations // 10)  # warm-up
         idle = await flood(kernel, args.clients, args.calls)
+        noise = await flood_during_cell(kernel, 0, args.cell_iterations)
         delayed_before = pacer_delayed(kernel)
         paced = await flood_during_cell(kernel, args.clients, args.cell_iterations)
         delayed = pacer_delayed(kernel) - delayed_before
         set_share(kernel, 0.0)
         unpaced = await flood_during_cell(kernel, args.clients, args.cell_iterations)
         set_share(kernel, share)
+        control = await flood_during_cell(kernel, args.clients, args.cell_iterations, target=other)
         alive = kernel.run("print('ok')")["stdout"].strip() == "ok"
     finally:
         kernel.shutdown()
+        other.shutdown()
 
     lines = [
         f"# Load: {args.clients} clients hammering inspection tools "
@@ -182,13 +192,19 @@ async def main() -> None:
         "| phase | calls | calls/s | p50 ms | p95 ms | p99 ms | errors | user cell s | cell slowdown |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         row(f"flood, idle kernel ({args.clients} x {args.calls})", idle),
+        row("no flood: the same alternation with 0 clients (noise floor)", noise),
         row(f"flood + user cell, pacing on (share {share:g})", paced),
         row("flood + user cell, pacing off", unpaced),
+        row("control: the same flood on another kernel", control),
+        "",
+        "The control row is what the clients themselves cost the machine (its cores are shared by the "
+        "client process, the kernels and anything else running); the difference between a row above and "
+        "the control is what serving the calls inside the kernel costs the user's cell.",
         "",
         f"Pacing held calls back for {delayed:.1f} s in total during the paced phase. "
         f"Kernel answered a cell after the floods: {alive}.",
     ]
-    errors = idle["errors"] + paced["errors"] + unpaced["errors"]
+    errors = idle["errors"] + paced["errors"] + unpaced["errors"] + control["errors"]
     if errors:
         lines += ["", "Errors (first 5):", *[f"- {e}" for e in errors[:5]]]
     text = "\n".join(lines) + "\n"

@@ -102,11 +102,10 @@ class IPyMCP(Configurable):
         2, help="Threads that run inspection tools (list_variables …) at once; more calls wait."
     ).tag(config=True)
     busy_cpu_share = Float(
-        0.04,
+        0.02,
         help="While a user cell runs, the server's own CPU use is paced to this share of one core "
         "so a flood of agent calls cannot slow the user's cell down (0 disables the pacing).",
     ).tag(config=True)
-
 
     @default("port")
     def _default_port(self) -> int:

@@ -17,6 +17,9 @@ from collections.abc import Callable
 # CPU-seconds of credit a burst may use before pacing starts.
 BURST = 0.01
 MAX_DELAY = 2.0
+# Charged per call on top of the measured CPU: each call wakes the server thread several times,
+# and each wake-up takes the GIL from the user's cell (a hand-off thread_time does not see).
+PER_CALL = 0.001
 
 
 class CpuPacer:
@@ -53,6 +56,8 @@ class CpuPacer:
             self._lock = asyncio.Lock()
         async with self._lock:  # one at a time, or every waiter would wake on the same credit
             self._settle()
+            if self.busy():
+                self._credit -= PER_CALL
             waited = 0.0
             while self.busy() and self._credit < 0 and waited < MAX_DELAY:
                 delay = min(-self._credit / self.share, MAX_DELAY - waited, 0.25)
