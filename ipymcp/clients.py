@@ -88,7 +88,9 @@ def http_snippet(client: str, url: str, token: str, name: str = "ipymcp") -> str
         return json.dumps({"mcpServers": {name: {"url": url, "headers": {"Authorization": header}}}}, indent=2)
     if client == "claude-desktop":
         # Claude Desktop's config file starts stdio servers only: bridge through ipymcp connect.
-        return stdio_snippet(client, ["--url", url, "--token", token], name)
+        # The token goes in env, not args: other local users can read a process's arguments.
+        entry = {**client_entry(client, ["--url", url]), "env": {"IPYMCP_TOKEN": token}}
+        return json.dumps({"mcpServers": {name: entry}}, indent=2)
     _require(client)
     return ""
 

@@ -413,3 +413,13 @@ async def test_mcp_config_in_the_notebook_prints_the_entry_ipymcp_config_prints(
     async with connect(*server["args"][1:]) as bridge:  # the printed entry reaches this notebook
         assert await bridge.run("who") == "'alpha'"
     assert "Bearer " + alpha.token in printed  # and the direct-HTTP variant
+
+
+async def test_the_claude_desktop_http_variant_connects_with_the_token_in_env(two_kernels: Any) -> None:
+    from ipymcp.clients import http_snippet
+
+    root, alpha, beta = two_kernels
+    entry = json.loads(http_snippet("claude-desktop", beta.url, beta.token))["mcpServers"]["ipymcp"]
+    assert beta.token not in json.dumps(entry["args"])  # process arguments are readable by other users
+    async with connect(*entry["args"][1:], env=entry["env"]) as bridge:
+        assert await bridge.run("who") == "'beta'"
