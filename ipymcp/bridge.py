@@ -490,11 +490,18 @@ class Bridge:
                     log.debug("could not send %s", type(event).__name__, exc_info=True)
 
     # -- forwarding ---------------------------------------------------------------------------
-    async def forward(self, ctx: ServerRequestContext[Any], fn: Callable[[Client], Awaitable[_T]]) -> _T:
-        """Send one request upstream, reconnecting first if needed; errors are BridgeError sentences."""
+    async def forward(
+        self, ctx: ServerRequestContext[Any], fn: Callable[[Client], Awaitable[_T]], *, is_call: bool = True
+    ) -> _T:
+        """Send one request upstream, reconnecting first if needed; errors are BridgeError sentences.
+
+        Only calls (tools, resource reads, prompts) report a lost kernel, once. Listings never
+        do: clients refetch them on list-changed, right after a restart, and they are retried once
+        on the new server instead.
+        """
         self._session = ctx.session
-        notice, self._lost_notice = self._lost_notice, None
-        if notice is not None:
+        if is_call and self._lost_notice is not None:
+            notice, self._lost_notice = self._lost_notice, None
             try:
                 upstream = await self.ensure_upstream()
                 now = f"Calls now go to {describe_kernel(upstream.info)}; load your data again, then retry."
@@ -505,9 +512,14 @@ class Bridge:
         try:
             return await upstream.call(fn)
         except ConnectionLost as exc:
+            log.info("lost %s during a request (%s)", describe_kernel(upstream.info), exc)
+            if not is_call:
+                try:
+                    return await (await self.ensure_upstream()).call(fn)
+                except ConnectionLost as again:
+                    raise BridgeError(str(again)) from again
             upstream.loss_reported = True  # this error is the one the agent gets
             self._lost_notice = None
-            log.info("lost %s during a call (%s)", describe_kernel(upstream.info), exc)
             lost = _lost_sentence(upstream.info)
             try:
                 replacement = await self.ensure_upstream()
@@ -620,7 +632,7 @@ class Bridge:
     async def _list_tools(self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None):
         cursor = params.cursor if params else None
         try:
-            result = await self.forward(ctx, lambda c: c.list_tools(cursor=cursor))
+            result = await self.forward(ctx, lambda c: c.list_tools(cursor=cursor), is_call=False)
         except BridgeError:
             result = types.ListToolsResult(tools=[])
         tools = [t for t in result.tools if t.name not in BRIDGE_TOOL_NAMES]
@@ -654,7 +666,7 @@ class Bridge:
     async def _list_resources(self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None):
         cursor = params.cursor if params else None
         try:
-            return await self.forward(ctx, lambda c: c.list_resources(cursor=cursor))
+            return await self.forward(ctx, lambda c: c.list_resources(cursor=cursor), is_call=False)
         except BridgeError:
             return types.ListResourcesResult(resources=[])
 
@@ -663,7 +675,7 @@ class Bridge:
     ):
         cursor = params.cursor if params else None
         try:
-            return await self.forward(ctx, lambda c: c.list_resource_templates(cursor=cursor))
+            return await self.forward(ctx, lambda c: c.list_resource_templates(cursor=cursor), is_call=False)
         except BridgeError:
             return types.ListResourceTemplatesResult(resource_templates=[])
 
@@ -676,7 +688,7 @@ class Bridge:
     async def _list_prompts(self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None):
         cursor = params.cursor if params else None
         try:
-            return await self.forward(ctx, lambda c: c.list_prompts(cursor=cursor))
+            return await self.forward(ctx, lambda c: c.list_prompts(cursor=cursor), is_call=False)
         except BridgeError:
             return types.ListPromptsResult(prompts=[])
 
@@ -690,7 +702,7 @@ class Bridge:
         argument = {"name": params.argument.name, "value": params.argument.value}
         context = params.context.arguments if params.context is not None else None
         try:
-            return await self.forward(ctx, lambda c: c.complete(params.ref, argument, context))
+            return await self.forward(ctx, lambda c: c.complete(params.ref, argument, context), is_call=False)
         except BridgeError:
             return types.CompleteResult(completion=types.Completion(values=[]))
 

@@ -323,6 +323,10 @@ async def test_kernel_restart_gives_one_clear_error_then_works(fresh_kernel: Ker
         kernel.km.restart_kernel(now=True)
         kernel.kc.wait_for_ready(timeout=60)
         kernel.load_ipymcp("y = 2")
+        # Clients refetch listings on list-changed: those are answered, and do not use up the error.
+        with anyio.fail_after(15):
+            while "execute" not in {tool.name for tool in (await bridge.client.list_tools()).tools}:
+                await anyio.sleep(0.2)
         with anyio.fail_after(20):
             first = await bridge.client.call_tool("execute", {"code": "y"})
         assert first.is_error
