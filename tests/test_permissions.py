@@ -162,3 +162,14 @@ async def test_token_rotation_refuses_the_old_token_disconnects_its_sessions_and
 async def test_handshake_clients_are_told_the_tool_list_can_change(kernel):
     async with kernel.client(mode="legacy") as c:
         assert c.server_capabilities.tools.list_changed is True
+
+
+async def test_the_guard_adds_nothing_to_the_schemas_a_model_reads(kernel):
+    async with kernel.client(cache=None) as c:
+        tools = (await c.list_tools()).tools
+    assert tools
+    for tool in tools:
+        assert "ipymcp_" not in json.dumps(tool.input_schema), tool.name
+        assert tool.description
+    execute = next(t for t in tools if t.name == "execute")
+    assert sorted(execute.input_schema["properties"]) == ["code", "mode", "timeout"]
