@@ -9,7 +9,7 @@ import harness
 import nbformat
 import pytest
 from conftest import text_of
-from harness import agent, load_ipymcp, notebook_page, shutdown_kernels
+from harness import NotebookPage, agent, load_ipymcp, new_notebook, notebook_page, shutdown_kernels
 from mcp.types import ImageContent
 
 pytestmark = pytest.mark.browser
@@ -264,4 +264,51 @@ async def test_approval_prompt_in_the_notebook_allows_and_denies_the_agents_code
             await dialog.get_by_role("button", name="Deny").click()
             result = await call
             assert result.is_error and "denied" in text_of(result)
+    shutdown_kernels(server, name)
+
+
+async def test_after_a_kernel_restart_the_view_reconnects_to_the_new_ipymcp(server, browser) -> None:
+    name = "restart.ipynb"
+    async with notebook_page(server, browser, "lab", name, [LOAD]) as nb:
+        first = await load_ipymcp(nb)
+        await nb.page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.restartKernel()")
+        await nb.page.wait_for_function(
+            "() => window.jupyterapp.shell.currentWidget.sessionContext.session?.kernel?.status === 'idle'"
+        )
+        second = await load_ipymcp(nb)
+        assert second["url"] != first["url"] or second["pid"] != first["pid"]
+        async with agent(second) as client:
+            result = await client.call_tool(
+                "insert_cell", {"source": "print('after restart')", "execute": True}
+            )
+            assert not result.is_error, text_of(result)
+            await nb.wait_for_output("after restart")
+    shutdown_kernels(server, name)
+
+
+async def test_jupyterlab_without_the_extension_falls_back_and_shows_the_activity_output(
+    server, browser
+) -> None:
+    name = "no-extension.ipynb"
+    path = new_notebook(server, name, [LOAD, "saved_cell = 1"])
+    context = await browser.new_context(viewport={"width": 1200, "height": 800})
+    # This page never loads the ipymcp labextension: a JupyterLab without it.
+    await context.route("**/lab/extensions/ipymcp/**", lambda route: route.abort())
+    page = await context.new_page()
+    try:
+        nb = await NotebookPage(server, page, "lab", name).open()
+        async with agent(await load_ipymcp(nb)) as client:
+            status = json.loads(text_of(await client.call_tool("kernel_status", {})))["frontend"]
+            assert status["extension"] == "no-extension"  # closed back at once, not after 2 s
+            read = await client.call_tool("read_notebook", {})
+            assert not read.is_error and "SAVED FILE" in text_of(read) and "saved_cell = 1" in text_of(read)
+            refused = await client.call_tool("edit_cell", {"cell_id": "x", "source": "y", "revision": "0"})
+            assert refused.is_error and "extension is not active" in text_of(refused)
+            ran = await client.call_tool("execute", {"code": "print('agent was here')"})
+            assert text_of(ran).strip() == "agent was here"
+            activity = nb.page.locator(".jp-OutputArea-output", has_text="Agent activity")
+            await activity.filter(has_text="agent was here").wait_for(timeout=10_000)
+        assert path.exists()
+    finally:
+        await context.close()
     shutdown_kernels(server, name)
