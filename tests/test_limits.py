@@ -92,8 +92,14 @@ async def test_calls_are_paced_only_while_a_user_cell_runs(limited):
             await c.call_tool("list_variables", {})
         assert delayed() == idle_before  # an idle kernel is never paced
         msg = limited.send("import time\nt0 = time.time()\nwhile time.time() - t0 < 3: pass")
-        await asyncio.sleep(0.3)
-        results = await asyncio.gather(*[c.call_tool("list_variables", {}) for _ in range(40)])
-        assert not any(r.is_error for r in results)
-        await asyncio.to_thread(limited.wait_idle, msg)
+        for _ in range(100):  # wait until the user cell is really running
+            status = await c.call_tool("kernel_status", {})
+            if "user_cell" in status.structured_content:
+                break
+            await asyncio.sleep(0.05)
+        done = asyncio.ensure_future(asyncio.to_thread(limited.wait_idle, msg))
+        while not done.done():
+            results = await asyncio.gather(*[c.call_tool("list_variables", {}) for _ in range(8)])
+            assert not any(r.is_error for r in results)
+        await done
     assert delayed() > idle_before
