@@ -52,6 +52,16 @@ class JupyterServer:
         self.port = _free_port()
         self.token = uuid.uuid4().hex
         self.base = f"http://127.0.0.1:{self.port}"
+        # No "would you like to get notified about official Jupyter news?" toast over the notebook.
+        settings = (
+            Path(os.environ["JUPYTER_CONFIG_DIR"])
+            / "lab"
+            / "user-settings"
+            / "@jupyterlab"
+            / "apputils-extension"
+        )
+        settings.mkdir(parents=True, exist_ok=True)
+        (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
         self.log = open(root.parent / "jupyter-server.log", "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [
@@ -189,9 +199,6 @@ class NotebookPage:
     async def screenshot(self, name: str) -> None:
         if SCREENSHOTS is None:
             return
-        news = self.page.locator(".jp-toast-button", has_text="No")  # the "official Jupyter news?" toast
-        if await news.count():
-            await news.first.click()
         if self.app == "lab":
             await self.page.evaluate("() => window.jupyterapp.shell.collapseLeft()")
         await asyncio.sleep(0.5)
