@@ -70,6 +70,18 @@ class IPyMCP(Configurable):
     ).tag(config=True)
     max_processes = Integer(16, help="Background processes (start_process) running at once.").tag(config=True)
 
+    history_max_bytes = Integer(
+        64 * 1024 * 1024,
+        help="Byte budget of the history store (user cells' and agent runs' outputs); the oldest "
+        "cells are evicted first when it is exceeded.",
+    ).tag(config=True)
+    history_max_output_bytes = Integer(
+        4 * 1024 * 1024,
+        help="Largest single output the history keeps: longer text keeps its head and tail, bigger "
+        "bundles keep their small parts and a size note.",
+    ).tag(config=True)
+    history_page_images = Integer(16, help="Images returned per get_output call.").tag(config=True)
+
     show_status = Bool(True, help="Show a status line in the cell that loads ipymcp.").tag(config=True)
 
     # -- the user stays in control (ipymcp/policy) --------------------------------------------

@@ -20,6 +20,7 @@ from mcp.types import ImageContent, TextContent
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07")
 _IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+IMAGE_TYPES = _IMAGE_TYPES
 
 
 @dataclass
@@ -30,14 +31,23 @@ class Budget:
     max_image_pixels: int = 1_600_000
     # Said in the truncation marker: how the agent gets the rest.
     fetch_hint: str = ""
+    # Said when an image is left out (over the count or byte cap): how the agent gets it.
+    image_hint: str = ""
+
+
+@dataclass
+class ImageTally:
+    """Images already returned in this tool call; share one across several ``shape_outputs``."""
+
+    images_used: int = 0
+    image_bytes_used: int = 0
 
 
 @dataclass
 class _Shaped:
     blocks: list[Any] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    images_used: int = 0
-    image_bytes_used: int = 0
+    tally: ImageTally = field(default_factory=ImageTally)
 
 
 def strip_ansi(text: str) -> str:
@@ -70,9 +80,25 @@ def _prefix_lines(text: str, prefix: str) -> str:
     return "".join(prefix + line for line in text.splitlines(keepends=True))
 
 
+_DEFAULT_REPR = re.compile(r"^<[\w.]+ object( at 0x[0-9a-fA-F]+)?>$")
+
+
 def bundle_text(data: dict[str, Any]) -> str:
-    """Plain text when there is some; else markdown, else HTML reduced to text; else a note."""
-    for mime, convert in (("text/plain", as_text), ("text/markdown", as_text), ("text/html", _html)):
+    """Plain text when there is some; else markdown, else HTML reduced to text; else a note.
+
+    A default ``<… object>`` repr (IPython's HTML, SVG, Markdown objects) does not count as text.
+    """
+    plain = data.get("text/plain")
+    if plain is not None and _DEFAULT_REPR.match(as_text(plain).strip()):
+        richer = ("text/markdown", "text/html", "text/latex", "image/svg+xml", *_IMAGE_TYPES)
+        if any(mime in data for mime in richer):
+            data = {k: v for k, v in data.items() if k != "text/plain"}
+    for mime, convert in (
+        ("text/plain", as_text),
+        ("text/markdown", as_text),
+        ("text/html", _html),
+        ("text/latex", as_text),
+    ):
         if mime in data:
             return convert(data[mime]).rstrip("\n") + "\n"
     if "image/svg+xml" in data:
@@ -89,9 +115,13 @@ def _html(value: Any) -> str:
     return html_to_text(as_text(value))
 
 
-def shape_outputs(outputs: list[dict[str, Any]], budget: Budget) -> list[Any]:
-    """MCP content blocks for ``outputs``: texts merged in order, images where they occurred."""
-    shaped = _Shaped()
+def shape_outputs(outputs: list[dict[str, Any]], budget: Budget, tally: ImageTally | None = None) -> list[Any]:
+    """MCP content blocks for ``outputs``: texts merged in order, images where they occurred.
+
+    Pass the same ``tally`` to several calls that answer one tool call, so the image caps hold
+    for the whole answer.
+    """
+    shaped = _Shaped(tally=tally if tally is not None else ImageTally())
     pieces: list[Any] = []  # str or ImageContent, in output order
     for output in outputs:
         text = output_text(output)
@@ -100,7 +130,7 @@ def shape_outputs(outputs: list[dict[str, Any]], budget: Budget) -> list[Any]:
         data = output.get("data") or {}
         for mime in _IMAGE_TYPES:
             if mime in data:
-                image = _image_block(data[mime], mime, budget, shaped)
+                image = image_content(data[mime], mime, budget, shaped.tally, shaped.notes)
                 if image is not None:
                     pieces.append(image)
                 break
@@ -153,27 +183,29 @@ class _Cut:
         return head + marker + tail
 
 
-def _image_block(value: Any, mime: str, budget: Budget, shaped: _Shaped) -> ImageContent | None:
+def image_content(value: Any, mime: str, budget: Budget, tally: ImageTally, notes: list[str]) -> ImageContent | None:
+    """One image as MCP content within the call's caps (downscaled if needed), or None + a note."""
     b64 = as_text(value).replace("\n", "")
     raw_size = len(b64) * 3 // 4
-    if shaped.images_used >= budget.max_images:
-        shaped.notes.append(f"[{mime} image not returned: more than {budget.max_images} images in this call]")
+    hint = f"; {budget.image_hint}" if budget.image_hint else ""
+    if tally.images_used >= budget.max_images:
+        notes.append(f"[{mime} image not returned: more than {budget.max_images} images in this call{hint}]")
         return None
     if mime in ("image/png", "image/jpeg"):
         b64, mime, note = _fit_image(b64, mime, budget)
         if note:
-            shaped.notes.append(note)
+            notes.append(note)
         if b64 is None:
             return None
         raw_size = len(b64) * 3 // 4
-    if shaped.image_bytes_used + raw_size > budget.max_image_bytes:
-        shaped.notes.append(
+    if tally.image_bytes_used + raw_size > budget.max_image_bytes:
+        notes.append(
             f"[{mime} image of {raw_size:,} bytes not returned: over this call's image budget "
-            f"of {budget.max_image_bytes:,} bytes]"
+            f"of {budget.max_image_bytes:,} bytes{hint}]"
         )
         return None
-    shaped.images_used += 1
-    shaped.image_bytes_used += raw_size
+    tally.images_used += 1
+    tally.image_bytes_used += raw_size
     return ImageContent(type="image", data=b64, mime_type=mime)
 
 
@@ -191,7 +223,11 @@ def _fit_image(b64: str, mime: str, budget: Budget) -> tuple[str | None, str, st
             f"[{mime} image {width}x{height} not returned: too large and Pillow is not installed "
             "to downscale it (pip install pillow), or save it to a file and read a smaller copy]"
         )
-    image = Image.open(io.BytesIO(base64.b64decode(b64)))
+    try:
+        image = Image.open(io.BytesIO(base64.b64decode(b64)))
+        image.load()
+    except Exception as exc:  # noqa: BLE001 - a corrupt image must not fail the whole call
+        return None, mime, f"[{mime} image not returned: it could not be decoded ({type(exc).__name__})]"
     scale = min(1.0, (budget.max_image_pixels / max(1, image.width * image.height)) ** 0.5)
     for _ in range(6):
         size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
@@ -224,7 +260,7 @@ def image_size(b64: str, mime: str) -> tuple[int, int]:
             if head[i] != 0xFF:
                 break
             marker, length = head[i + 1], int.from_bytes(head[i + 2 : i + 4], "big")
-            if marker in (0xC0, 0xC1, 0xC2):
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
                 return int.from_bytes(head[i + 7 : i + 9], "big"), int.from_bytes(head[i + 5 : i + 7], "big")
             i += 2 + length
     return 0, 0

@@ -19,6 +19,10 @@ def register_all(toolbox: Toolbox, runtime: Runtime) -> None:
     files.register(toolbox, runtime)
     terminal.register(toolbox, runtime)
 
+    from . import history
+
+    history.register(toolbox, runtime)
+
     from . import notebook
 
     notebook.register(toolbox, runtime)

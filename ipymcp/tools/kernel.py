@@ -67,6 +67,9 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
         meta = {"status": outcome.status, "duration_s": round(outcome.duration, 4)}
         if outcome.execution_count is not None:
             meta["execution_count"] = outcome.execution_count
+        if runtime.history is not None:
+            # Agent runs never reach session.send (their outputs are captured): record them here.
+            meta["history_id"] = runtime.history.record_agent(code, outcome, mode)
         record_activity(runtime, "execute", code, _activity_result(content, outcome.status), outcome.status == "ok")
         return CallToolResult(content=content, is_error=outcome.status != "ok", meta=meta)
 

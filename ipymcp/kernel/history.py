@@ -1,0 +1,632 @@
+"""What the user ran and what the frontend saw: a bounded store fed by a tap on ``session.send``.
+
+Every IOPub message of the kernel goes through its one ``Session`` object: stream flushes (on
+the IOPub thread), display_data, execute_result, errors, clear_output, and the ``execute_input``
+that names the code and execution count of each request. Wrapping ``send`` on that instance sees
+exactly what the frontend sees, attributed by the parent msg_id, so async cells and user threads
+land in the right cell without guessing.
+
+The tap runs on the kernel's own threads, so it does as little as possible: a frozenset test,
+a dict lookup, appending references under a lock. It never copies, never serialises (byte sizes
+are string lengths or a bounded walk), and never raises into the kernel. Text beyond the
+per-output cap keeps its head and tail; bundles beyond it keep their small parts and a note;
+when the whole store passes its budget the oldest cells go first.
+
+Agent runs (``execute``, both modes) never reach ``session.send`` (their outputs are captured and
+suppressed), so the execute tool records them here with ids ``a1``, ``a2``… (``record_agent``).
+Inputs from before ipymcp loaded come from IPython's own history, marked "outputs not captured".
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as _dt
+import itertools
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("ipymcp.history")
+
+_TAPPED = frozenset(
+    (
+        "execute_input",
+        "stream",
+        "display_data",
+        "update_display_data",
+        "execute_result",
+        "error",
+        "clear_output",
+        "execute_reply",
+        "status",
+    )
+)
+_OUTPUT_TYPES = frozenset(("stream", "display_data", "execute_result", "error"))
+# A bounded walk of JSON-like bundle values (plotly, vega): past this many nodes, extrapolate.
+_WALK_NODES = 2_000
+_EVICTED_MEMORY = 100_000
+
+
+class HistoryError(LookupError):
+    """A cell the agent asked for is not in the history (never ran, or evicted)."""
+
+
+def _now() -> str:
+    return _dt.datetime.now().astimezone().isoformat(timespec="milliseconds")
+
+
+def approx_size(value: Any, budget: int = _WALK_NODES) -> int:
+    """Characters a value would take as JSON, without serialising it (bounded work)."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, (bytes, bytearray)):
+        return len(value)
+    if value is None or isinstance(value, (bool, int, float)):
+        return 8
+    total, seen, stack = 0, 0, [value]
+    while stack:
+        item = stack.pop()
+        seen += 1
+        if isinstance(item, str):
+            total += len(item) + 2
+        elif isinstance(item, dict):
+            total += 2 + 4 * len(item)
+            for k, v in item.items():
+                total += len(k) if isinstance(k, str) else 8
+                stack.append(v)
+        elif isinstance(item, (list, tuple)):
+            total += 2 + len(item)
+            if seen + len(stack) + len(item) > budget and len(item) > 64:
+                # Big arrays (plot data): measure a sample, scale up.
+                sample = item[:: max(1, len(item) // 32)][:32]
+                total += int(sum(approx_size(s, 64) for s in sample) * len(item) / max(1, len(sample)))
+            else:
+                stack.extend(item)
+        else:
+            total += 8
+        if seen > budget:
+            # Unvisited items: assume the average so far.
+            total += int(total / seen * len(stack))
+            break
+    return total
+
+
+class StreamOutput:
+    """One stream output (stdout or stderr), kept as the chunks the kernel sent: head + tail."""
+
+    __slots__ = ("name", "head", "head_len", "tail", "tail_len", "dropped", "cap")
+    output_type = "stream"
+
+    def __init__(self, name: str, cap: int):
+        self.name = name
+        self.head: list[str] = []
+        self.head_len = 0
+        self.tail: collections.deque[str] = collections.deque()
+        self.tail_len = 0
+        self.dropped = 0
+        self.cap = cap
+
+    @property
+    def size(self) -> int:
+        return self.head_len + self.tail_len
+
+    def add(self, text: str) -> int:
+        """Append; returns the change in held size."""
+        before = self.head_len + self.tail_len
+        half = self.cap // 2
+        if self.head_len < half and not self.tail:
+            room = half - self.head_len
+            if len(text) <= room:
+                self.head.append(text)
+                self.head_len += len(text)
+                return len(text)
+            self.head.append(text[:room])
+            self.head_len = half
+            text = text[room:]
+        self.tail.append(text)
+        self.tail_len += len(text)
+        keep = self.cap - half
+        while self.tail_len > keep:
+            first = self.tail[0]
+            excess = self.tail_len - keep
+            if len(first) <= excess:
+                self.tail.popleft()
+                self.tail_len -= len(first)
+                self.dropped += len(first)
+            else:
+                self.tail[0] = first[excess:]
+                self.tail_len -= excess
+                self.dropped += excess
+        return self.head_len + self.tail_len - before
+
+    def text(self) -> str:
+        head = "".join(self.head)
+        if not self.dropped:
+            return head + "".join(self.tail)
+        marker = (
+            f"\n[... {self.dropped:,} characters not kept by ipymcp's history (over its per-output cap "
+            f"of {self.cap:,}); head and tail kept ...]\n"
+        )
+        return head + marker + "".join(self.tail)
+
+    def as_output(self) -> dict[str, Any]:
+        return {"output_type": "stream", "name": self.name, "text": _collapse_carriage_returns(self.text())}
+
+
+class RichOutput:
+    """display_data / execute_result / error: references to the message's own dicts."""
+
+    __slots__ = ("output_type", "content", "size", "display_id", "notes", "removed")
+
+    def __init__(self, output_type: str, content: dict[str, Any], cap: int):
+        self.output_type = output_type
+        self.display_id: str | None = None
+        self.notes: list[str] = []
+        self.removed = False
+        self.content = content
+        self.size = 0
+        self.set_content(content, cap)
+
+    def set_content(self, content: dict[str, Any], cap: int) -> int:
+        """Take ``content`` (update_display_data replaces in place); returns the size change."""
+        before = self.size
+        self.notes = []
+        if self.output_type == "error":
+            self.content = content
+            self.size = sum(len(line) for line in content.get("traceback") or ()) + 64
+            return self.size - before
+        data = content.get("data") or {}
+        sizes = {mime: approx_size(value) for mime, value in data.items()}
+        total = sum(sizes.values())
+        if total > cap:
+            kept = {}
+            for mime, value in data.items():
+                if sizes[mime] <= min(cap // 4, 100_000) or (mime == "text/plain" and sizes[mime] <= cap):
+                    kept[mime] = value
+                else:
+                    self.notes.append(
+                        f"[{mime} of {sizes[mime]:,} bytes not kept by ipymcp's history (over its per-output "
+                        f"cap of {cap:,}); if the object is still in the namespace, re-display it with execute]"
+                    )
+            content = {**content, "data": kept}
+            total = sum(sizes[m] for m in kept)
+        self.content = content
+        self.size = total + 64
+        return self.size - before
+
+    def drop_data(self) -> int:
+        """Forget the bundle (budget pressure inside one huge cell); returns the size change."""
+        if self.output_type == "error":
+            return 0
+        data = self.content.get("data") or {}
+        if not data:
+            return 0
+        mimes = ", ".join(f"{m} ({approx_size(v):,} bytes)" for m, v in data.items())
+        self.notes = [f"[output dropped to keep ipymcp's history under its byte budget: {mimes}]"]
+        self.content = {**self.content, "data": {}}
+        before, self.size = self.size, 64
+        return self.size - before
+
+    def as_output(self) -> dict[str, Any]:
+        c = self.content
+        if self.output_type == "error":
+            return {
+                "output_type": "error",
+                "ename": c.get("ename", ""),
+                "evalue": c.get("evalue", ""),
+                "traceback": list(c.get("traceback") or ()),
+            }
+        out: dict[str, Any] = {"output_type": self.output_type, "data": c.get("data") or {}}
+        out["metadata"] = c.get("metadata") or {}
+        if self.output_type == "execute_result":
+            out["execution_count"] = c.get("execution_count")
+        if self.notes:
+            # In text/plain, so every reader of outputs (get_history, get_output, the resource) shows it.
+            data = out["data"]
+            plain = data.get("text/plain")
+            plain = "".join(plain) if isinstance(plain, list) else (plain or "")
+            out["data"] = {**data, "text/plain": (plain + "\n" if plain else "") + "\n".join(self.notes)}
+        return out
+
+
+@dataclass
+class CellRecord:
+    """One execution: a user's cell (keyed by its request msg_id) or an agent run (``a12``)."""
+
+    key: str
+    source: str  # user | agent
+    code: str
+    execution_count: int | None
+    started: str
+    t0: float
+    status: str = "running"  # running | ok | error | interrupted | aborted
+    duration: float | None = None
+    outputs: list[Any] = field(default_factory=list)
+    size: int = 0
+    pending_clear: bool = False
+    agent_id: str | None = None
+    mode: str | None = None
+
+    @property
+    def id(self) -> int | str | None:
+        """What the agent passes to get_output: the execution count, or ``a12`` for agent runs."""
+        return self.agent_id or self.execution_count
+
+
+@dataclass
+class EarlierInput:
+    """An input from before ipymcp loaded (IPython's history): no outputs were captured."""
+
+    execution_count: int
+    code: str
+    result_text: str | None = None
+
+    source = "user"
+    status = "outputs not captured"
+
+    @property
+    def id(self) -> int:
+        return self.execution_count
+
+
+class HistoryStore:
+    """The capture store; ``install`` taps the kernel session, ``uninstall`` removes the tap."""
+
+    def __init__(
+        self, shell: Any, kernel: Any, max_bytes: int = 64 * 2**20, max_output_bytes: int = 4 * 2**20
+    ):
+        self.shell = shell
+        self.kernel = kernel
+        self.max_bytes = max(1, int(max_bytes))
+        self.max_output_bytes = max(1000, min(int(max_output_bytes), self.max_bytes))
+        self.cells: collections.OrderedDict[str, CellRecord] = collections.OrderedDict()
+        self.total = 0
+        self.evicted: collections.OrderedDict[Any, None] = collections.OrderedDict()
+        self.displays: dict[str, list[tuple[CellRecord, RichOutput]]] = {}
+        self.first_count: int | None = None
+        self.tap_errors = 0
+        self.evicted_cells = 0
+        self.messages_seen = 0
+        self._lock = threading.Lock()
+        self._agent_ids = itertools.count(1)
+        self._session: Any = None
+        self._tap: Any = None
+        self._previous_send: Any = None
+        self._active = False
+
+    # -- installing ------------------------------------------------------------------------------
+    def install(self) -> None:
+        """Wrap ``kernel.session.send`` (an instance attribute: ``uninstall`` removes it)."""
+        session = getattr(self.kernel, "session", None)
+        if session is None or self._tap is not None:
+            return
+        self.first_count = getattr(self.shell, "execution_count", None)
+        self._adopt_loading_cell()
+        original = session.send
+        self._previous_send = vars(session).get("send")
+        self._active = True
+        store = self
+
+        def send(stream: Any, msg_or_type: Any, *args: Any, **kwargs: Any) -> Any:
+            msg = original(stream, msg_or_type, *args, **kwargs)
+            try:
+                if store._active and msg is not None and msg["header"]["msg_type"] in _TAPPED:
+                    store._observe(msg)
+            except Exception:  # noqa: BLE001 - never break the kernel's messaging
+                store.tap_errors += 1
+            return msg
+
+        send.__ipymcp_history__ = True  # type: ignore[attr-defined]
+        session.send = send
+        self._session, self._tap = session, send
+
+    def uninstall(self) -> None:
+        session, tap = self._session, self._tap
+        self._session = self._tap = None
+        if session is None:
+            return
+        # If someone wrapped send after us, their wrapper stays and ours becomes a pass-through.
+        self._active = False
+        if vars(session).get("send") is tap:
+            if self._previous_send is not None:
+                session.send = self._previous_send
+            else:
+                del session.send
+
+    def _adopt_loading_cell(self) -> None:
+        """The cell running ``%load_ext ipymcp``: its execute_input went out before the tap."""
+        try:
+            parent = self.shell.get_parent()
+            header = parent.get("header") or {}
+            if header.get("msg_type") != "execute_request":
+                return
+            count = self.shell.execution_count
+            code = (parent.get("content") or {}).get("code", "")
+            self.cells[header["msg_id"]] = CellRecord(
+                key=header["msg_id"],
+                source="user",
+                code=code,
+                execution_count=count,
+                started=_now(),
+                t0=time.monotonic(),
+            )
+        except Exception:  # noqa: BLE001 - best effort
+            log.debug("could not adopt the loading cell", exc_info=True)
+
+    # -- the tap (kernel threads: keep it cheap) -----------------------------------------------
+    def _observe(self, msg: dict[str, Any]) -> None:
+        msg_type = msg["header"]["msg_type"]
+        parent_id = (msg.get("parent_header") or {}).get("msg_id")
+        if not parent_id:
+            return
+        content = msg["content"]
+        with self._lock:
+            self.messages_seen += 1
+            if msg_type == "execute_input":
+                self._start_cell(parent_id, content)
+                return
+            if msg_type == "update_display_data":
+                self._update_display(content)
+                return
+            cell = self.cells.get(parent_id)
+            if cell is None:
+                return
+            if msg_type == "status":
+                if content.get("execution_state") == "idle" and cell.duration is None:
+                    cell.duration = time.monotonic() - cell.t0
+                    if cell.status == "running":
+                        cell.status = "ok"
+            elif msg_type == "execute_reply":
+                cell.duration = time.monotonic() - cell.t0
+                status = content.get("status", "ok")
+                if status == "error" and content.get("ename") == "KeyboardInterrupt":
+                    status = "interrupted"
+                cell.status = status
+            elif msg_type == "clear_output":
+                if content.get("wait"):
+                    cell.pending_clear = True
+                else:
+                    self._clear(cell)
+            else:
+                self._add_output(cell, msg_type, content)
+
+    def _start_cell(self, key: str, content: dict[str, Any]) -> None:
+        count = content.get("execution_count")
+        if key in self.cells:  # the loading cell, adopted at install
+            self.cells[key].code = content.get("code", "")
+            return
+        self.cells[key] = CellRecord(
+            key=key,
+            source="user",
+            code=content.get("code", ""),
+            execution_count=count if isinstance(count, int) else None,
+            started=_now(),
+            t0=time.monotonic(),
+        )
+        self.total += len(self.cells[key].code)
+        self.cells[key].size = len(self.cells[key].code)
+        self._enforce_budget(self.cells[key])
+
+    def _add_output(self, cell: CellRecord, msg_type: str, content: dict[str, Any]) -> None:
+        if cell.pending_clear:
+            self._clear(cell)
+        outputs = cell.outputs
+        if msg_type == "stream":
+            name = content.get("name", "stdout")
+            last = outputs[-1] if outputs else None
+            if last is None or last.output_type != "stream" or last.name != name:
+                last = StreamOutput(name, self.max_output_bytes)
+                outputs.append(last)
+            grown = last.add(content.get("text", ""))
+        elif msg_type in _OUTPUT_TYPES:
+            record = RichOutput(msg_type, content, self.max_output_bytes)
+            display_id = (content.get("transient") or {}).get("display_id")
+            if display_id:
+                record.display_id = display_id
+                self.displays.setdefault(display_id, []).append((cell, record))
+            outputs.append(record)
+            grown = record.size
+        else:
+            return
+        cell.size += grown
+        self.total += grown
+        if self.total > self.max_bytes:
+            self._enforce_budget(cell)
+
+    def _update_display(self, content: dict[str, Any]) -> None:
+        display_id = (content.get("transient") or {}).get("display_id")
+        targets = self.displays.get(display_id) if display_id else None
+        if not targets:
+            return
+        alive = [(c, r) for c, r in targets if not r.removed]
+        self.displays[display_id] = alive
+        for cell, record in alive:
+            grown = record.set_content(content, self.max_output_bytes)
+            cell.size += grown
+            self.total += grown
+        if alive and self.total > self.max_bytes:
+            self._enforce_budget(alive[-1][0])
+
+    def _clear(self, cell: CellRecord) -> None:
+        cell.pending_clear = False
+        for record in cell.outputs:
+            if isinstance(record, RichOutput):
+                record.removed = True
+        freed = sum(r.size for r in cell.outputs)
+        cell.outputs = []
+        cell.size -= freed
+        self.total -= freed
+
+    def _enforce_budget(self, current: CellRecord) -> None:
+        """Oldest cells first; if one cell alone is over budget, its oldest outputs go."""
+        while self.total > self.max_bytes:
+            victim = next((key for key, cell in self.cells.items() if cell is not current), None)
+            if victim is None:
+                break
+            self._evict(victim)
+        if self.total > self.max_bytes:
+            for record in current.outputs:
+                if self.total <= self.max_bytes:
+                    break
+                if isinstance(record, RichOutput):
+                    shrunk = record.drop_data()
+                    current.size += shrunk
+                    self.total += shrunk
+
+    def _evict(self, key: str) -> None:
+        cell = self.cells.pop(key)
+        self.total -= cell.size
+        for record in cell.outputs:
+            if isinstance(record, RichOutput):
+                record.removed = True
+        self.evicted_cells += 1
+        self.evicted[cell.id] = None
+        while len(self.evicted) > _EVICTED_MEMORY:
+            self.evicted.popitem(last=False)
+
+    # -- agent runs ----------------------------------------------------------------------------
+    def record_agent(self, code: str, result: Any, mode: str) -> str:
+        """Record one ``execute`` call (its ``ExecutionResult``); returns its id (``a12``)."""
+        outputs, status, duration = result.outputs, result.status, result.duration
+        execution_count = result.execution_count
+        agent_id = f"a{next(self._agent_ids)}"
+        started = (_dt.datetime.now().astimezone() - _dt.timedelta(seconds=duration)).isoformat(
+            timespec="milliseconds"
+        )
+        cell = CellRecord(
+            key=agent_id,
+            source="agent",
+            code=code,
+            execution_count=execution_count,
+            started=started,
+            t0=time.monotonic() - duration,
+            status=status,
+            duration=duration,
+            agent_id=agent_id,
+            mode=mode,
+        )
+        with self._lock:
+            self.cells[agent_id] = cell
+            cell.size = len(code)
+            self.total += cell.size
+            for out in outputs:
+                kind = out.get("output_type")
+                if kind == "stream":
+                    self._add_output(cell, "stream", {"name": out.get("name"), "text": out.get("text", "")})
+                elif kind in _OUTPUT_TYPES:
+                    self._add_output(cell, kind, out)
+            self._enforce_budget(cell)
+        return agent_id
+
+    # -- reading (server threads) --------------------------------------------------------------
+    def entries(self, last: int | None = None, source: str = "all") -> list[CellRecord | EarlierInput]:
+        """Oldest first. Earlier inputs (before ipymcp loaded) come first."""
+        with self._lock:
+            captured = [c for c in self.cells.values() if source in ("all", c.source)]
+        earlier: list[CellRecord | EarlierInput] = []
+        if source in ("all", "user") and (last is None or len(captured) < last):
+            earlier = list(self.earlier_inputs())
+        combined = earlier + captured
+        return combined[-last:] if last else combined
+
+    def earlier_inputs(self) -> list[EarlierInput]:
+        first = self.first_count
+        if not first:
+            return []
+        manager = getattr(self.shell, "history_manager", None)
+        raw = list(getattr(manager, "input_hist_raw", None) or [])
+        reprs = dict(getattr(manager, "output_hist_reprs", None) or {})
+        adopted = {c.execution_count for c in list(self.cells.values()) if c.source == "user"}
+        entries = []
+        for count in range(1, min(first, len(raw))):
+            if count in adopted:
+                continue
+            code = raw[count]
+            if not code.strip():
+                continue
+            result = reprs.get(count)
+            entries.append(EarlierInput(count, code, result if isinstance(result, str) else None))
+        return entries
+
+    def find(self, ident: int | str) -> CellRecord | EarlierInput:
+        """The newest entry whose id is ``ident`` (an execution count, or ``a12``)."""
+        key = normalise_id(ident)
+        with self._lock:
+            for cell in reversed(self.cells.values()):
+                if cell.id == key or (isinstance(key, int) and cell.execution_count == key):
+                    return cell
+        if isinstance(key, int):
+            for entry in self.earlier_inputs():
+                if entry.execution_count == key:
+                    return entry
+        if key in self.evicted:
+            raise HistoryError(
+                f"cell {key} was evicted from ipymcp's history to keep it under its budget of "
+                f"{self.max_bytes:,} bytes (c.IPyMCP.history_max_bytes); re-run it or inspect its variables"
+            )
+        newest = self.newest_id()
+        raise HistoryError(
+            f"no cell {ident!r} in the history: it never ran in this kernel session"
+            + (f" (the newest is {newest!r})" if newest is not None else "")
+            + "; call get_history() to see the ids"
+        )
+
+    def newest_id(self) -> int | str | None:
+        with self._lock:
+            if self.cells:
+                return next(reversed(self.cells.values())).id
+        return None
+
+    def outputs_of(self, cell: CellRecord) -> list[dict[str, Any]]:
+        """nbformat-like outputs as held (references to the kernel's dicts, never copies)."""
+        with self._lock:
+            records = list(cell.outputs)
+            snapshot = [
+                (r, list(r.head), list(r.tail), r.dropped) if isinstance(r, StreamOutput) else (r,)
+                for r in records
+            ]
+        result = []
+        for item in snapshot:
+            record = item[0]
+            if isinstance(record, StreamOutput):
+                copy = StreamOutput(record.name, record.cap)
+                copy.head, copy.tail, copy.dropped = item[1], collections.deque(item[2]), item[3]
+                result.append(copy.as_output())
+            else:
+                result.append(record.as_output())
+        return result
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "cells": len(self.cells),
+                "bytes": self.total,
+                "budget_bytes": self.max_bytes,
+                "per_output_cap": self.max_output_bytes,
+                "evicted": self.evicted_cells,
+                "tap_errors": self.tap_errors,
+            }
+
+
+def normalise_id(ident: int | str) -> int | str:
+    if isinstance(ident, str):
+        text = ident.strip().lstrip("[").rstrip("]").strip()
+        if text.lstrip("-").isdigit():
+            return int(text)
+        return text.lower()
+    return ident
+
+
+def _collapse_carriage_returns(text: str) -> str:
+    """What a terminal (and Jupyter) shows for ``\\r`` progress lines: the last state of each line."""
+    if "\r" not in text:
+        return text
+    text = text.replace("\r\n", "\n")
+    return "\n".join(_last_state(line) if "\r" in line else line for line in text.split("\n"))
+
+
+def _last_state(line: str) -> str:
+    parts = [part for part in line.split("\r") if part]
+    return parts[-1] if parts else ""
