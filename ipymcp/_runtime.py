@@ -29,7 +29,7 @@ from .kernel.status import CellTracker
 from .policy import Policy
 from .server import discovery
 from .server.security import new_token
-from .server.thread import BackgroundServer, bind_socket
+from .server.thread import BackgroundServer
 
 log = logging.getLogger("ipymcp")
 
@@ -52,6 +52,9 @@ class Runtime:
         self.toolbox: Any = None
         self.started_at: str | None = None
         self.notebook_path: str | None = None
+        # The remembered endpoint reused at start (ipymcp/restart.py), and the restart it came back from.
+        self.resumed: dict[str, Any] | None = None
+        self.came_back: dict[str, Any] | None = None
         self.runtime_file = discovery.runtime_file(self.kernel_id)
         self.log_file = discovery.runtime_dir() / f"kernel-{self.kernel_id}.log"
         self._log_handler: logging.Handler | None = None
@@ -92,7 +95,9 @@ class Runtime:
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         self._log_handler = _logging.configure(self.log_file)
-        sock = bind_socket(self.config.host, self.config.port)
+        from .restart import bind_remembered
+
+        sock = bind_remembered(self)  # the remembered port/token after a restart, when free
         self.capture_hooks.install()
         self.cells.install()
         self.history = HistoryStore(
@@ -132,6 +137,9 @@ class Runtime:
         """On the server thread, once it accepts requests."""
         self.notebook_path = self._lookup_notebook_path() or self.notebook_path
         discovery.write_private_json(self.runtime_file, self.runtime_info())
+        from .restart import on_ready as restart_on_ready
+
+        restart_on_ready(self)  # remember port/token; come back after the next restart
         log.info("ready at %s", self.url)
         self._update_status_display()
 

@@ -84,6 +84,22 @@ class IPyMCP(Configurable):
 
     show_status = Bool(True, help="Show a status line in the cell that loads ipymcp.").tag(config=True)
 
+    # -- restarts (ipymcp/restart.py) -----------------------------------------------------------
+    remember_endpoint = Bool(
+        True,
+        help="Reuse the port and token this notebook's (or this kernel's) previous server had, when "
+        "the port is free, so direct-HTTP clients keep working across restarts. Kept in a 0600 file "
+        "in the runtime dir, never in the notebook. Ignored when port is set.",
+    ).tag(config=True)
+    reload_after_restart = Bool(
+        True,
+        help="When a kernel running ipymcp is restarted, load ipymcp again in the new kernel (a "
+        "detached helper sends a silent %load_ext ipymcp on the same connection file).",
+    ).tag(config=True)
+    restart_timeout = Float(
+        60.0, help="Seconds restart_kernel waits for the notebook view to accept the restart."
+    ).tag(config=True)
+
     # -- the user stays in control (ipymcp/policy) --------------------------------------------
     permissions = Enum(
         ["read", "edit", "execute", "full"],

@@ -82,6 +82,9 @@ def rotate_token(runtime: Runtime) -> None:
     runtime.token_holder["token"] = new_token()  # the HTTP gate reads the holder: old token now gets 401
     runtime.policy.retire_token(old)
     discovery.write_private_json(runtime.runtime_file, runtime.runtime_info())
+    from ..restart import remember
+
+    remember(runtime)  # a restart must not bring the old token back
     server = runtime.server
     if server is not None and server.running:
         try:

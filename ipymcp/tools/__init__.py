@@ -26,3 +26,7 @@ def register_all(toolbox: Toolbox, runtime: Runtime) -> None:
     from . import notebook
 
     notebook.register(toolbox, runtime)
+
+    from . import restart
+
+    restart.register(toolbox, runtime)
