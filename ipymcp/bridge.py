@@ -49,6 +49,7 @@ log = logging.getLogger("ipymcp.connect")
 CONNECT_TIMEOUT = 10.0
 STATUS_TIMEOUT = 8.0  # a kernel's first kernel_status call can take seconds (imports)
 POLL_INTERVAL = 2.0
+RESTART_TIMEOUT = 90.0  # restart_kernel: the new kernel starts and loads ipymcp again
 
 _T = TypeVar("_T")
 
@@ -654,14 +655,75 @@ class Bridge:
                 await ctx.session.report_progress(value, total, message)
 
             _downstream_request.set(ctx)
-            return await self.forward(
+            result = await self.forward(
                 ctx, lambda c: c.call_tool(params.name, arguments, progress_callback=progress)
             )
+            if params.name == "restart_kernel" and not result.is_error and (result.meta or {}).get("restarting"):
+                return await self._wait_for_restart(result, progress)
+            return result
         except BridgeError as exc:
             return types.CallToolResult(content=[types.TextContent(type="text", text=str(exc))], is_error=True)
         except MCPError as exc:
             # e.g. the kernel asked a question (approval) this client cannot answer
             return types.CallToolResult(content=[types.TextContent(type="text", text=exc.error.message)], is_error=True)
+
+    async def _wait_for_restart(
+        self, result: types.CallToolResult, progress: Callable[[float, float | None, str | None], Awaitable[None]]
+    ) -> types.CallToolResult:
+        """restart_kernel answers as the restart starts: answer the agent once ipymcp is back in the
+        new kernel (same kernel id, new pid), so the restart costs it no error at all."""
+        meta = result.meta or {}
+        old = self.upstream
+        if old is not None:
+            old.loss_reported = True  # the agent asked for it: not a loss to report
+        self._lost_notice = None
+        started = anyio.current_time()
+        with anyio.move_on_after(RESTART_TIMEOUT):
+            while True:
+                await anyio.sleep(0.25)
+                elapsed = anyio.current_time() - started
+                current = self.upstream
+                if current is not None and not current.dead.is_set() and current.info.get("pid") != meta.get("pid"):
+                    return self._restarted(current, elapsed)
+                fresh = [
+                    k
+                    for k in self.kernels()
+                    if k.get("kernel_id") == meta.get("kernel_id") and k.get("pid") != meta.get("pid")
+                ]
+                if fresh:
+                    async with self._switch_lock:
+                        try:
+                            upstream = await self.connect(fresh[0], "the same kernel after restart_kernel")
+                        except (BridgeError, TimeoutError):
+                            continue
+                    self._lost_notice = None
+                    await self._announce(ToolsListChanged(), PromptsListChanged(), ResourcesListChanged())
+                    return self._restarted(upstream, elapsed)
+                try:
+                    await progress(round(elapsed, 1), None, "waiting for the kernel to restart and ipymcp to load")
+                except Exception:  # noqa: BLE001 - a client without a progress token
+                    pass
+        return types.CallToolResult(
+            content=[
+                types.TextContent(
+                    type="text",
+                    text=f"The kernel restart started, but ipymcp did not come back within {RESTART_TIMEOUT:g} s "
+                    "(the kernel may have failed to start, or ipymcp is not loaded again automatically in this "
+                    "frontend). Ask the user to run `%load_ext ipymcp` in the notebook; list_notebooks shows "
+                    "when it is back.",
+                )
+            ],
+            is_error=True,
+        )
+
+    def _restarted(self, upstream: Upstream, elapsed: float) -> types.CallToolResult:
+        info = upstream.info
+        text = (
+            f"The kernel of {describe_kernel(info)} restarted and ipymcp is back (after {elapsed:.1f} s, at "
+            f"{info.get('url')}). Every variable and import of the old kernel is gone: load what you need again."
+        )
+        meta = {"restarted": True, "kernel_id": info.get("kernel_id"), "pid": info.get("pid"), "url": info.get("url")}
+        return types.CallToolResult(content=[types.TextContent(type="text", text=text)], meta=meta)
 
     async def _list_resources(self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None):
         cursor = params.cursor if params else None
