@@ -19,14 +19,14 @@ class MCPMagics(Magics):
         "command",
         nargs="?",
         default="status",
-        choices=["status", "start", "stop", "token", "config", "permissions", "approve", "log"],
+        choices=["status", "start", "stop", "token", "config", "permissions", "approve", "log", "share"],
         help="what to do (default: status)",
     )
     @argument(
         "client",
         nargs="?",
         help=f"for config: one of {', '.join(CLIENTS)}; for permissions: read|edit|execute|full; "
-        "for approve: on|off; for log: how many entries (default 20)",
+        "for approve: on|off; for log: how many entries (default 20); for share: on|off",
     )
     @argument("--rotate", action="store_true", help="with token: issue a new token")
     @line_magic
@@ -41,6 +41,7 @@ class MCPMagics(Magics):
         %mcp approve on|off   ask before each call that runs code or changes files or cells
         %mcp log [N]          the last N tool calls from the audit log
         %mcp token --rotate   new token; clients holding the old one are disconnected
+        %mcp share on|off     remember in the notebook that it is shared: ipymcp loads when it opens
         """
         args = parse_argstring(self.mcp, line)
         command = args.command
@@ -61,6 +62,8 @@ class MCPMagics(Magics):
                 print(runtime.token)
         elif command == "config":
             self._config(args.client)
+        elif command == "share":
+            self._share(args.client)
         elif command in ("permissions", "approve", "log"):
             runtime = self._running()
             if runtime is not None:
@@ -96,6 +99,25 @@ class MCPMagics(Magics):
             "Client set-up: `%mcp config claude-code` (or claude-desktop, vscode, cursor).",
         ]
         display(Markdown("\n".join(lines)))
+
+    def _share(self, value: str | None) -> None:
+        if value not in ("on", "off"):
+            print("usage: %mcp share on|off")
+            return
+        runtime = self._running()
+        if runtime is None:
+            return
+        import threading
+
+        from .restart import share
+
+        handle = display(Markdown(f"ipymcp: share {value} … (asking the notebook view)"), display_id=True)
+        threading.Thread(
+            target=share,
+            args=(runtime, value == "on", lambda text: handle.update(Markdown(text))),
+            name="ipymcp-share",
+            daemon=True,
+        ).start()
 
     def _config(self, client: str | None) -> None:
         if client not in CLIENTS:

@@ -368,3 +368,47 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# -- per-notebook opt-in (metadata.ipymcp.share, set through the notebook extension) ---------------
+
+
+def stop_sharing() -> None:
+    """The notice's Stop sharing button: stop ipymcp in this kernel (the view removes the opt-in)."""
+    from . import _state
+
+    log.info("stop sharing (from the notebook view)")
+    _state.stop()
+
+
+def share(runtime: Runtime, on: bool, done: Any) -> None:
+    """``%mcp share on|off`` in a background thread (the view answers after the cell ends):
+    set or remove ``metadata.ipymcp.share`` in the notebook; ``off`` also stops ipymcp.
+    ``done(markdown)`` reports the outcome."""
+    from .frontend.comm import FrontendError
+
+    frontend = runtime.frontend
+    try:
+        if frontend is None or frontend.wait_detected(timeout=10) != "connected":
+            raise FrontendError("no notebook view with the ipymcp extension is connected")
+        result = frontend.request("share", {"share": on}, timeout=15)
+    except FrontendError as exc:
+        done(
+            f"ipymcp: could not record the opt-in in the notebook ({exc}). Without the JupyterLab / Notebook 7 "
+            "extension, put `%load_ext ipymcp` in the notebook's first cell instead"
+            + ("" if on else "; `%mcp stop` stops the server now")
+            + "."
+        )
+        if not on:
+            stop_sharing()
+        return
+    saved = "saved" if result.get("saved") else "save the notebook to keep it"
+    if on:
+        done(
+            f"ipymcp: `{result.get('path')}` is shared: `metadata.ipymcp.share = true` ({saved}; no secrets in it). "
+            "When the notebook is opened again, the ipymcp extension loads ipymcp in its kernel and shows a notice "
+            "with *Stop sharing*. `%mcp share off` undoes it."
+        )
+    else:
+        done(f"ipymcp: sharing stopped and the opt-in removed from `{result.get('path')}` ({saved}).")
+        stop_sharing()

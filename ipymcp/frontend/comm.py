@@ -341,6 +341,12 @@ class FrontendLink:
         if data.get("event") == "focus":
             view.focused_at = time.monotonic()
             return
+        if data.get("event") == "stop_sharing":
+            # The notice's "Stop sharing" button; not on this (comm) thread: stopping closes the comms.
+            from ..restart import stop_sharing
+
+            threading.Thread(target=stop_sharing, name="ipymcp-stop-sharing", daemon=True).start()
+            return
         with self._lock:
             slot = self._pending.pop(data.get("id"), None)
         view.last_reply = time.monotonic()

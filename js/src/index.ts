@@ -8,9 +8,14 @@
  *   kernel -> view         comm_msg  {id, op, args}
  *   view   -> kernel       comm_msg  {id, ok, result | error}           (exactly one per request)
  *   view   -> kernel       comm_msg  {event: 'focus'}                   (this view got the focus)
+ *   view   -> kernel       comm_msg  {event: 'stop_sharing'}            (the user clicked Stop sharing)
  *   view   -> kernel       comm_close {reason}                          (view closed)
  *
  * Edits go through the shared (Yjs) model, so they reach real-time collaboration too.
+ *
+ * Sharing (ipymcp/restart.py): a notebook with metadata.ipymcp.share = true (`%mcp share on`) gets
+ * `%load_ext ipymcp` run silently in its kernel when it is opened; so does a kernel restarted while
+ * ipymcp was connected. While ipymcp is connected the view shows a notice with "Stop sharing".
  */
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { Dialog } from '@jupyterlab/apputils';
@@ -23,6 +28,7 @@ const ANNOUNCE_TARGET = 'ipymcp.announce';
 const VIEW_TARGET = 'ipymcp';
 const PROTOCOL = 1;
 const AGENT_CLASS = 'ipymcp-agent-cell';
+const LOAD_CODE = '%load_ext ipymcp';
 
 type Json = any;
 
@@ -201,9 +207,43 @@ async function apply(app: JupyterFrontEnd, panel: NotebookPanel, op: string, arg
     case 'save':
       await panel.context.save();
       return { path: panel.context.path, dirty: panel.context.model.dirty };
+    case 'restart': {
+      // Reply first (the kernel that asks is the one going away), then restart as the button does.
+      const delay = Math.max(0, Number(args.delay_ms ?? 300));
+      window.setTimeout(() => void panel.sessionContext.restartKernel(), delay);
+      return { path: panel.context.path, restarting: true };
+    }
+    case 'share':
+      return { path: panel.context.path, ...(await setShare(panel, !!args.share)) };
     default:
       throw new Error(`unknown op ${op} (frontend protocol ${PROTOCOL}); update the ipymcp labextension`);
   }
+}
+
+/** metadata.ipymcp.share on or off; saved at once unless the user has unsaved changes of their own. */
+async function setShare(panel: NotebookPanel, share: boolean): Promise<Json> {
+  const model: Json = panel.context.model;
+  const wasDirty = model.dirty;
+  const meta = { ...(model.getMetadata('ipymcp') ?? {}) };
+  if (share) {
+    meta.share = true;
+  } else {
+    delete meta.share;
+  }
+  if (Object.keys(meta).length) {
+    model.setMetadata('ipymcp', meta);
+  } else {
+    model.deleteMetadata('ipymcp');
+  }
+  if (!wasDirty) {
+    await panel.context.save();
+  }
+  return { share, saved: !wasDirty };
+}
+
+function sharedByMetadata(panel: NotebookPanel): boolean {
+  const model: Json = panel.context.model;
+  return model?.getMetadata?.('ipymcp')?.share === true;
 }
 
 /** Ask the user to approve an agent's tool call: Allow / Allow for this session / Deny. */
@@ -253,7 +293,8 @@ class ViewLink {
   constructor(
     private app: JupyterFrontEnd,
     private panel: NotebookPanel,
-    private kernel: Kernel.IKernelConnection
+    private kernel: Kernel.IKernelConnection,
+    private onChange: () => void = () => undefined
   ) {}
 
   get connected(): boolean {
@@ -281,6 +322,7 @@ class ViewLink {
     comm.onClose = () => {
       if (this.comm === comm) {
         this.comm = null;
+        this.onChange();
       }
     };
     comm.open({
@@ -291,6 +333,7 @@ class ViewLink {
       appVersion: this.app.version,
       focused: focused(this.app, this.panel)
     });
+    this.onChange();
   }
 
   send(data: Json): void {
@@ -306,6 +349,7 @@ class ViewLink {
   disconnect(reason: string): void {
     const comm = this.comm;
     this.comm = null;
+    this.onChange();
     if (comm && !comm.isDisposed && !this.kernel.isDisposed) {
       try {
         comm.close({ reason });
@@ -321,6 +365,10 @@ class PanelWatcher {
   private link: ViewLink | null = null;
   private kernel: Kernel.IKernelConnection | null = null;
   private onAnnounce = () => this.link?.connect();
+  private notice: ShareNotice | null = null;
+  // Set when the kernel restarts while ipymcp was connected (or the notebook opted in).
+  private reloadAfterRestart = false;
+  private loadedBecause = '';
 
   constructor(
     private app: JupyterFrontEnd,
@@ -331,6 +379,7 @@ class PanelWatcher {
     // The user working in this view makes it the one the agent addresses.
     panel.node.addEventListener('focusin', this.onFocusIn);
     void panel.sessionContext.ready.then(() => this.attach(panel.sessionContext.session?.kernel ?? null));
+    void panel.context.ready.then(() => this.loadIfShared());
     void panel.context.ready.then(() => panel.content.widgets.forEach(markAgentCell));
   }
 
@@ -356,16 +405,93 @@ class PanelWatcher {
     }
     this.detach();
     this.kernel = kernel;
+    this.loadedBecause = '';
     if (!kernel || !kernel.handleComms) {
       return;
     }
-    const link = new ViewLink(this.app, this.panel, kernel);
+    const link = new ViewLink(this.app, this.panel, kernel, () => this.updateNotice());
     this.link = link;
+    kernel.statusChanged.connect(this.onStatus, this);
     // The kernel loads ipymcp after this view is open: it announces itself.
     kernel.registerCommTarget(ANNOUNCE_TARGET, this.onAnnounce);
     kernel.connectionStatusChanged.connect(this.onConnectionStatus, this);
     // This view opened (or the page reloaded) after ipymcp was loaded: ask whether it is there.
     void kernel.info.then(() => this.probe());
+    this.loadIfShared();
+  }
+
+  /** The notebook opted in (metadata.ipymcp.share): load ipymcp in its kernel, once per kernel. */
+  private loadIfShared(): void {
+    if (this.kernel && this.panel.context.isReady && sharedByMetadata(this.panel) && !this.loadedBecause) {
+      this.load('this notebook is shared (%mcp share on)');
+    }
+  }
+
+  private onStatus(kernel: Kernel.IKernelConnection, status: Kernel.Status): void {
+    if (kernel !== this.kernel) {
+      return;
+    }
+    if (status === 'restarting' || status === 'autorestarting') {
+      this.reloadAfterRestart = this.reloadAfterRestart || !!this.link?.connected || sharedByMetadata(this.panel);
+      this.loadedBecause = '';
+    } else if (status === 'idle' && this.reloadAfterRestart) {
+      this.reloadAfterRestart = false;
+      this.load('loaded again after the kernel restart');
+    }
+  }
+
+  /** Silent %load_ext ipymcp (no history, nothing in a cell); a second load is a no-op. */
+  private load(because: string): void {
+    const kernel = this.kernel;
+    if (!kernel || kernel.isDisposed) {
+      return;
+    }
+    this.loadedBecause = because;
+    const future = kernel.requestExecute({
+      code: LOAD_CODE,
+      silent: true,
+      store_history: false,
+      allow_stdin: false,
+      stop_on_error: false
+    });
+    future.done.then(
+      reply => {
+        const content: Json = reply?.content;
+        if (content && content.status !== 'ok') {
+          this.showNotice(`ipymcp could not be loaded in this kernel: ${content.ename}: ${content.evalue}`, false);
+        }
+      },
+      () => undefined
+    );
+  }
+
+  private updateNotice(): void {
+    if (this.link?.connected) {
+      const why = this.loadedBecause ? ` (${this.loadedBecause})` : '';
+      this.showNotice(`AI agents can use this notebook through ipymcp${why}`, true);
+    } else if (this.notice?.canStop) {
+      this.notice.dispose();
+      this.notice = null;
+    }
+  }
+
+  private showNotice(text: string, canStop: boolean): void {
+    if (!this.notice || this.notice.isDisposed) {
+      this.notice = new ShareNotice(() => void this.stopSharing());
+      this.panel.toolbar.addItem('ipymcp-share', this.notice);
+    }
+    this.notice.setText(text, canStop);
+  }
+
+  /** One click: ipymcp stops in the kernel and the notebook's opt-in is removed. */
+  async stopSharing(): Promise<void> {
+    this.reloadAfterRestart = false;
+    this.link?.send({ event: 'stop_sharing' });
+    if (sharedByMetadata(this.panel)) {
+      await setShare(this.panel, false);
+    }
+    this.notice?.dispose();
+    this.notice = null;
   }
 
   private onConnectionStatus(kernel: Kernel.IKernelConnection, status: Kernel.ConnectionStatus): void {
@@ -397,6 +523,7 @@ class PanelWatcher {
     this.kernel = null;
     if (kernel && !kernel.isDisposed) {
       kernel.connectionStatusChanged.disconnect(this.onConnectionStatus, this);
+      kernel.statusChanged.disconnect(this.onStatus, this);
       try {
         kernel.removeCommTarget(ANNOUNCE_TARGET, this.onAnnounce);
       } catch {
@@ -411,6 +538,29 @@ class PanelWatcher {
     this.panel.sessionContext.kernelChanged.disconnect(this.onKernelChanged, this);
     this.panel.node.removeEventListener('focusin', this.onFocusIn);
     watchers.delete(this.panel);
+  }
+}
+
+/** The notice in the notebook's toolbar while ipymcp is connected, with a one-click Stop sharing. */
+class ShareNotice extends Widget {
+  private label = document.createElement('span');
+  private button = document.createElement('button');
+  canStop = false;
+
+  constructor(onStop: () => void) {
+    super();
+    this.addClass('ipymcp-share-notice');
+    this.button.className = 'ipymcp-stop-sharing jp-Button';
+    this.button.textContent = 'Stop sharing';
+    this.button.onclick = onStop;
+    this.node.append(this.label, this.button);
+  }
+
+  setText(text: string, canStop: boolean): void {
+    this.canStop = canStop;
+    this.label.textContent = text;
+    this.node.title = text;
+    this.button.style.display = canStop ? '' : 'none';
   }
 }
 
