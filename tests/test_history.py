@@ -252,7 +252,9 @@ async def test_inputs_from_before_ipymcp_loaded_are_listed_without_outputs(fresh
     text = text_of(result)
     assert "── [In 1] user · outputs not captured ──\nearly = 21" in text
     assert "── [In 2] user · outputs not captured ──\nearly * 2" in text and "42" in text
-    assert "%load_ext ipymcp" in text  # the loading cell itself was adopted
+    assert text.count("%load_ext ipymcp") == 1  # the loading cell itself was adopted, once
+    assert "── [In 3] user · ok" in text and "── [In 4] user · ok" in text
+    assert len(result.meta["ids"]) == len(set(result.meta["ids"]))
     assert "after load" in text
     assert text.index("early = 21") < text.index("after load")
     missing = await _output(fresh_kernel, 1)
@@ -353,3 +355,30 @@ async def test_history_stays_under_its_budget_after_1000_cells_of_large_outputs(
         assert "user · ok" in text_of(newest)
     finally:
         harness.shutdown()
+
+
+@compat
+async def test_one_cell_over_the_budget_keeps_its_newest_outputs_and_long_text_keeps_head_and_tail(
+    fresh_kernel,
+):
+    fresh_kernel.load_ipymcp(
+        "get_ipython().config.IPyMCP.history_max_bytes = 2_000_000\n"
+        "get_ipython().config.IPyMCP.history_max_output_bytes = 100_000"
+    )
+    images = fresh_kernel.run(
+        "import base64, os\nfrom IPython.display import display\n"
+        "for i in range(100):\n"
+        "    display({'image/png': base64.b64encode(os.urandom(60_000)).decode(), 'text/plain': f'img {i}'}, raw=True)"
+    )
+    stats = _stats(fresh_kernel)
+    assert stats["bytes"] <= 2_000_000
+    page = await _output(fresh_kernel, images["execution_count"], limit=100_000)
+    text = _outputs_only(page)
+    assert "img 0" in text and "dropped to keep ipymcp's history under its byte budget" in text
+    assert page.meta["images"] > 0 and "img 99" in text
+    long_text = fresh_kernel.run("print(''.join(f'line {i}\\n' for i in range(100_000)), end='')")
+    page = await _output(fresh_kernel, long_text["execution_count"], limit=200_000)
+    text = _outputs_only(page)
+    assert text.startswith("line 0\nline 1\n") and text.rstrip().endswith("line 99999")
+    assert "not kept by ipymcp's history (over its per-output cap of 100,000)" in text
+    assert page.meta["total_chars"] < 110_000

@@ -197,16 +197,20 @@ class RichOutput:
         return self.size - before
 
     def drop_data(self) -> int:
-        """Forget the bundle (budget pressure inside one huge cell); returns the size change."""
+        """Forget the bundle but a short text/plain (budget pressure inside one huge cell);
+        returns the size change."""
         if self.output_type == "error":
             return 0
         data = self.content.get("data") or {}
-        if not data:
+        plain = data.get("text/plain")
+        kept = {"text/plain": plain} if isinstance(plain, str) and len(plain) <= 1_000 else {}
+        dropped = {m: v for m, v in data.items() if m not in kept}
+        if not dropped:
             return 0
-        mimes = ", ".join(f"{m} ({approx_size(v):,} bytes)" for m, v in data.items())
+        mimes = ", ".join(f"{m} ({approx_size(v):,} bytes)" for m, v in dropped.items())
         self.notes = [f"[output dropped to keep ipymcp's history under its byte budget: {mimes}]"]
-        self.content = {**self.content, "data": {}}
-        before, self.size = self.size, 64
+        self.content = {**self.content, "data": kept}
+        before, self.size = self.size, 64 + sum(len(v) for v in kept.values())
         return self.size - before
 
     def as_output(self) -> dict[str, Any]:
@@ -246,6 +250,7 @@ class CellRecord:
     outputs: list[Any] = field(default_factory=list)
     size: int = 0
     pending_clear: bool = False
+    trimmed: int = 0  # outputs before this index lost their data to the budget
     agent_id: str | None = None
     mode: str | None = None
 
@@ -302,8 +307,7 @@ class HistoryStore:
         session = getattr(self.kernel, "session", None)
         if session is None or self._tap is not None:
             return
-        self.first_count = getattr(self.shell, "execution_count", None)
-        self._adopt_loading_cell()
+        self.first_count = self._adopt_loading_cell()
         original = session.send
         self._previous_send = vars(session).get("send")
         self._active = True
@@ -335,25 +339,29 @@ class HistoryStore:
             else:
                 del session.send
 
-    def _adopt_loading_cell(self) -> None:
-        """The cell running ``%load_ext ipymcp``: its execute_input went out before the tap."""
+    def _adopt_loading_cell(self) -> int | None:
+        """Record the cell running ``%load_ext ipymcp`` (its execute_input went out before the
+        tap); returns the first execution count the history captures."""
+        count = getattr(self.shell, "execution_count", None)
         try:
             parent = self.shell.get_parent()
             header = parent.get("header") or {}
-            if header.get("msg_type") != "execute_request":
-                return
-            count = self.shell.execution_count
-            code = (parent.get("content") or {}).get("code", "")
+            content = parent.get("content") or {}
+            if header.get("msg_type") != "execute_request" or content.get("silent"):
+                return count
+            if content.get("store_history", True):
+                count -= 1  # run_cell counts the cell before running it
             self.cells[header["msg_id"]] = CellRecord(
                 key=header["msg_id"],
                 source="user",
-                code=code,
+                code=content.get("code", ""),
                 execution_count=count,
                 started=_now(),
                 t0=time.monotonic(),
             )
         except Exception:  # noqa: BLE001 - best effort
             log.debug("could not adopt the loading cell", exc_info=True)
+        return count
 
     # -- the tap (kernel threads: keep it cheap) -----------------------------------------------
     def _observe(self, msg: dict[str, Any]) -> None:
@@ -456,6 +464,7 @@ class HistoryStore:
                 record.removed = True
         freed = sum(r.size for r in cell.outputs)
         cell.outputs = []
+        cell.trimmed = 0
         cell.size -= freed
         self.total -= freed
 
@@ -466,14 +475,15 @@ class HistoryStore:
             if victim is None:
                 break
             self._evict(victim)
-        if self.total > self.max_bytes:
-            for record in current.outputs:
-                if self.total <= self.max_bytes:
-                    break
-                if isinstance(record, RichOutput):
-                    shrunk = record.drop_data()
-                    current.size += shrunk
-                    self.total += shrunk
+        outputs = current.outputs
+        # Resume where the last trim stopped: a cell displaying thousands of images stays O(1).
+        while self.total > self.max_bytes and current.trimmed < len(outputs):
+            record = outputs[current.trimmed]
+            current.trimmed += 1
+            if isinstance(record, RichOutput):
+                shrunk = record.drop_data()
+                current.size += shrunk
+                self.total += shrunk
 
     def _evict(self, key: str) -> None:
         cell = self.cells.pop(key)
