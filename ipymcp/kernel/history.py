@@ -350,7 +350,8 @@ class HistoryStore:
             if header.get("msg_type") != "execute_request" or content.get("silent"):
                 return count
             if content.get("store_history", True):
-                count -= 1  # run_cell counts the cell before running it
+                # Its input is already stored; IPython 9 has already counted it, 7 and 8 have not.
+                count = len(self.shell.history_manager.input_hist_raw) - 1
             self.cells[header["msg_id"]] = CellRecord(
                 key=header["msg_id"],
                 source="user",
