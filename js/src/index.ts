@@ -447,6 +447,7 @@ class PanelWatcher {
       return;
     }
     this.loadedBecause = because;
+    this.updateNotice(); // the helper in the kernel may have been faster
     const future = kernel.requestExecute({
       code: LOAD_CODE,
       silent: true,
@@ -478,7 +479,13 @@ class PanelWatcher {
   private showNotice(text: string, canStop: boolean): void {
     if (!this.notice || this.notice.isDisposed) {
       this.notice = new ShareNotice(() => void this.stopSharing());
-      this.panel.toolbar.addItem('ipymcp-share', this.notice);
+      // A banner above the cells: a toolbar item would overflow into the "..." menu on narrow views.
+      const header: Json = (this.panel as Json).contentHeader;
+      if (header?.addWidget) {
+        header.addWidget(this.notice);
+      } else {
+        this.panel.toolbar.addItem('ipymcp-share', this.notice);
+      }
     }
     this.notice.setText(text, canStop);
   }
