@@ -35,33 +35,35 @@ async def test_inspection_answers_while_a_user_cell_sleeps(kernel):
 
 
 async def test_execute_queued_behind_a_user_cell_reports_progress_then_runs(kernel):
-    msg_id = kernel.send("import time; time.sleep(3); queued_order = ['user']")
     progress: list[str] = []
 
     async def on_progress(value, total, message):
         progress.append(message or "")
 
-    try:
-        await asyncio.sleep(0.3)
-        async with kernel.client() as c:
+    async with kernel.client() as c:
+        await c.call_tool("kernel_status", {})
+        msg_id = kernel.send("import time; time.sleep(3); queued_order = ['user']")
+        try:
+            await asyncio.sleep(0.3)
             result = await c.call_tool(
                 "execute", {"code": "queued_order.append('agent'); queued_order"}, progress_callback=on_progress
             )
-    finally:
-        kernel.wait_idle(msg_id)
+        finally:
+            kernel.wait_idle(msg_id)
     assert text_of(result).strip() == "['user', 'agent']"
     assert any(m.startswith("waiting: user cell [") and "running for" in m for m in progress), progress
 
 
 async def test_execute_times_out_as_kernel_busy_and_never_runs_later(kernel):
     kernel.run("never_ran = True")
-    msg_id = kernel.send("import time; time.sleep(3)")
-    try:
-        await asyncio.sleep(0.3)
-        async with kernel.client() as c:
+    async with kernel.client() as c:
+        await c.call_tool("kernel_status", {})
+        msg_id = kernel.send("import time; time.sleep(4)")
+        try:
+            await asyncio.sleep(0.3)
             result = await c.call_tool("execute", {"code": "never_ran = False", "timeout": 1})
-    finally:
-        kernel.wait_idle(msg_id)
+        finally:
+            kernel.wait_idle(msg_id)
     assert result.is_error
     assert "kernel busy: user cell [" in text_of(result) and "did not run" in text_of(result)
     time.sleep(0.5)
@@ -69,13 +71,16 @@ async def test_execute_times_out_as_kernel_busy_and_never_runs_later(kernel):
 
 
 async def test_agent_code_waits_for_an_async_user_cell(kernel):
-    msg_id = kernel.send("import asyncio\nasync_log = ['user start']\nawait asyncio.sleep(2)\nasync_log.append('user end')")
-    try:
-        await asyncio.sleep(0.4)
-        async with kernel.client() as c:
+    async with kernel.client() as c:
+        await c.call_tool("kernel_status", {})
+        msg_id = kernel.send(
+            "import asyncio\nasync_log = ['user start']\nawait asyncio.sleep(2)\nasync_log.append('user end')"
+        )
+        try:
+            await asyncio.sleep(0.4)
             result = await c.call_tool("execute", {"code": "async_log.append('agent'); async_log"})
-    finally:
-        kernel.wait_idle(msg_id)
+        finally:
+            kernel.wait_idle(msg_id)
     assert text_of(result).strip() == "['user start', 'user end', 'agent']"
 
 

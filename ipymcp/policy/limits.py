@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 # CPU-seconds of credit a burst may use before pacing starts.
-BURST = 0.01
+BURST = 0.05
 MAX_DELAY = 2.0
 # Charged per call on top of the measured CPU: each call wakes the server thread several times,
 # and each wake-up takes the GIL from the user's cell (a hand-off thread_time does not see).
@@ -29,6 +29,7 @@ class CpuPacer:
         self._credit = BURST
         self._last_wall = time.monotonic()
         self._last_loop_cpu: float | None = None
+        self._was_busy = False
         self._worker_cpu = 0.0
         self._worker_lock = threading.Lock()
         self._lock: asyncio.Lock | None = None
@@ -45,8 +46,13 @@ class CpuPacer:
         with self._worker_lock:
             worker, self._worker_cpu = self._worker_cpu, 0.0
         spent = worker + (loop_cpu - self._last_loop_cpu if self._last_loop_cpu is not None else 0.0)
-        self._credit = min(BURST, self._credit + self.share * (now - self._last_wall)) - spent
+        if self._was_busy:
+            self._credit = min(BURST, self._credit + self.share * (now - self._last_wall)) - spent
+        else:
+            # CPU spent while no user cell ran cost the user nothing: start the cell with full credit.
+            self._credit = BURST
         self._last_wall, self._last_loop_cpu = now, loop_cpu
+        self._was_busy = self.busy()
 
     async def pace(self) -> None:
         """Wait, if the user's cell is running and the server has used its CPU share."""
