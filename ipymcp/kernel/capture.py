@@ -3,8 +3,10 @@
 ``IPython.utils.capture.capture_output`` swaps process-wide objects: output printed by a user's
 background thread meanwhile would vanish into the agent's capture. Instead:
 
-* ``sys.stdout``/``sys.stderr`` are replaced once by a router that sends writes from a thread
-  with an active capture to that capture, and everything else to the kernel's own stream;
+* while a capture is active, ``sys.stdout``/``sys.stderr`` are a router that sends writes from
+  the capturing thread to the capture, and everything else (a user's background thread) to the
+  kernel's own stream. Outside agent runs the kernel's streams are left in place: a router on
+  every write made a print-heavy user cell ~25% slower;
 * ``display_pub.register_hook`` hooks are already thread-local in ipykernel;
 * ``displayhook.finish_displayhook`` and ``shell._showtraceback`` are wrapped, because the
   displayhook hook API only exists from ipykernel 7.3 and tracebacks bypass display hooks.
@@ -126,6 +128,7 @@ class Capture:
         if getattr(_local, "capture", None) is not None:
             raise RuntimeError("a capture is already active on this thread")
         _local.capture = self
+        _route_streams()
         self.shell.display_pub.register_hook(self._hook)
         return self
 
@@ -134,6 +137,34 @@ class Capture:
             self.shell.display_pub.unregister_hook(self._hook)
         finally:
             _local.capture = None
+            _unroute_streams()
+
+
+_routing_lock = threading.Lock()
+_routing_depth = 0
+
+
+def _route_streams() -> None:
+    global _routing_depth
+    with _routing_lock:
+        _routing_depth += 1
+        if _routing_depth == 1:
+            for name in ("stdout", "stderr"):
+                stream = getattr(sys, name)
+                if not isinstance(stream, _Router):
+                    setattr(sys, name, _Router(stream, name))
+
+
+def _unroute_streams() -> None:
+    global _routing_depth
+    with _routing_lock:
+        _routing_depth = max(0, _routing_depth - 1)
+        if _routing_depth == 0:
+            for name in ("stdout", "stderr"):
+                stream = getattr(sys, name)
+                # if the agent's code replaced sys.stdout itself, leave its choice alone
+                if isinstance(stream, _Router):
+                    setattr(sys, name, stream._original)
 
 
 def active_capture() -> Capture | None:
@@ -141,7 +172,7 @@ def active_capture() -> Capture | None:
 
 
 class CaptureHooks:
-    """Installs (and removes) the process-wide pieces that route output to a ``Capture``."""
+    """Installs (and removes) the shell hooks that route results and errors to a ``Capture``."""
 
     def __init__(self, shell: Any):
         self.shell = shell
@@ -151,8 +182,6 @@ class CaptureHooks:
         if self._installed:
             return
         shell = self.shell
-        sys.stdout = _Router(sys.stdout, "stdout")
-        sys.stderr = _Router(sys.stderr, "stderr")
         original_finish = shell.displayhook.finish_displayhook
         original_showtraceback = shell._showtraceback
 
@@ -181,10 +210,6 @@ class CaptureHooks:
     def uninstall(self) -> None:
         if not self._installed:
             return
-        for name in ("stdout", "stderr"):
-            stream = getattr(sys, name)
-            if isinstance(stream, _Router):
-                setattr(sys, name, stream._original)
         for obj, attr in ((self.shell.displayhook, "finish_displayhook"), (self.shell, "_showtraceback")):
             if attr in vars(obj):
                 delattr(obj, attr)
