@@ -13,14 +13,14 @@ import ast
 import inspect
 import sys
 import time
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .bridge import AgentJob
+from .capture import Capture
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
-from .capture import Capture
 
 
 @dataclass
