@@ -10,7 +10,7 @@ PYTHON := $(VENV)/bin/python
 PIP := $(PYTHON) -m pip --disable-pip-version-check -q
 PYTEST := $(PYTHON) -m pytest
 
-TEST_TARGETS := test-kernel test-compat
+TEST_TARGETS := lint test-kernel test-compat
 SYSTEM_DEPS :=
 
 .PHONY: demo test env bench lint clean system-deps $(TEST_TARGETS)
@@ -42,7 +42,7 @@ bench: env
 	$(PYTHON) benchmarks/run.py
 
 lint: env
-	$(PYTHON) -m ruff check ipymcp tests benchmarks
+	$(PYTHON) -m ruff check ipymcp tests benchmarks notebooks
 
 clean:
 	rm -rf $(VENV) .venvs build dist
