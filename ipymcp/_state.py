@@ -20,6 +20,10 @@ def load(shell: Any) -> Runtime:
     if runtime is None:
         runtime = start(shell)
         runtime.show_status()
+    else:
+        # Loaded silently after a restart (ipymcp.restart.autoload): the user's own %load_ext
+        # shows the status line (and the activity output) in their cell.
+        runtime.show_status()
     return runtime
 
 

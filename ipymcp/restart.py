@@ -297,7 +297,18 @@ def _age(stamp: Any) -> float:
         return float("inf")
 
 
-LOAD_CODE = "%load_ext ipymcp"
+# Binds no name in the user's namespace; see autoload.
+LOAD_CODE = "__import__('ipymcp.restart', fromlist=['autoload']).autoload(get_ipython())"
+
+
+def autoload(shell: Any) -> None:
+    """The silent load after a restart or on opening a shared notebook. Not registered with
+    IPython's extension manager, so the user's own ``%load_ext ipymcp`` still runs and shows the
+    status line in their cell instead of "already loaded"."""
+    from . import _state
+
+    if "ipymcp" not in shell.extension_manager.loaded:
+        _state.load(shell)
 
 
 def comeback(connection_file: str, old_pid: int, timeout: float = 90.0) -> str:

@@ -155,6 +155,7 @@ async def _back_after_restart(url: str, token: str, old_pid: int, timeout: float
             await anyio.sleep(0.3)
 
 
+@pytest.mark.compat
 async def test_restart_kernel_goes_through_the_jupyter_server_and_ipymcp_comes_back_at_the_same_url(
     server: JupyterServer, notebook: NotebookKernel
 ) -> None:
@@ -239,6 +240,7 @@ async def test_a_taken_port_gives_a_new_port_and_token_after_the_restart(
         squatter.close()
 
 
+@pytest.mark.compat
 async def test_an_ipymcp_connect_session_gets_restart_kernel_answered_once_ipymcp_is_back(
     server: JupyterServer, notebook: NotebookKernel
 ) -> None:
@@ -255,6 +257,7 @@ async def test_an_ipymcp_connect_session_gets_restart_kernel_answered_once_ipymc
         assert await bridge.run("6 * 7") == "42"
 
 
+@pytest.mark.compat
 async def test_reset_namespace_clears_the_user_variables_and_keeps_ipymcp(
     fresh_kernel: KernelHarness,
 ) -> None:

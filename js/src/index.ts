@@ -28,7 +28,9 @@ const ANNOUNCE_TARGET = 'ipymcp.announce';
 const VIEW_TARGET = 'ipymcp';
 const PROTOCOL = 1;
 const AGENT_CLASS = 'ipymcp-agent-cell';
-const LOAD_CODE = '%load_ext ipymcp';
+// %load_ext ipymcp, minus the extension manager's record (ipymcp/restart.py autoload): the user's
+// own %load_ext later shows the status line instead of "already loaded".
+const LOAD_CODE = "__import__('ipymcp.restart', fromlist=['autoload']).autoload(get_ipython())";
 
 type Json = any;
 
