@@ -12,69 +12,17 @@ import json
 import os
 import socket
 import stat
-import subprocess
-import sys
 import time
-import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 from conftest import KERNEL_NAME, KernelHarness, mcp_client, runtime_dir, text_of
+from real_jupyter import JupyterServer
 from test_connect import connect
 
 from ipymcp.server.discovery import pid_alive
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class JupyterServer:
-    def __init__(self, root: Path):
-        self.root, self.port, self.token = root, _free_port(), uuid.uuid4().hex
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log = open(root.parent / "jupyter-server.log", "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root", "--ip=127.0.0.1",
-                f"--port={self.port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
-                f"--ServerApp.root_dir={root}",
-            ],
-            cwd=root, stdout=self.log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                self.api("GET", "/api/status")
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"jupyter server did not start; see {self.log.name}") from None
-                time.sleep(0.2)
-
-    def api(self, method: str, path: str, body: Any = None) -> Any:
-        request = urllib.request.Request(
-            self.base + path,
-            method=method,
-            data=None if body is None else json.dumps(body).encode(),
-            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
-            raw = response.read()
-        return json.loads(raw) if raw else None
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
 
 
 class NotebookKernel:

@@ -11,12 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,6 +20,7 @@ from typing import Any
 import nbformat
 import pytest
 from conftest import mcp_client, runtime_dir
+from real_jupyter import JupyterServer
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -40,86 +36,39 @@ CHROMIUM_ARGS = [
 SCREENSHOTS = Path(os.environ.get("IPYMCP_SCREENSHOTS", "")) if os.environ.get("IPYMCP_SCREENSHOTS") else None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class LabServer(JupyterServer):
+    """JupyterLab and Notebook 7 (both served by ``python -m jupyterlab``), no news toast."""
 
-
-class JupyterServer:
     def __init__(self, root: Path):
-        self.root = root
-        self.port = _free_port()
-        self.token = uuid.uuid4().hex
-        self.base = f"http://127.0.0.1:{self.port}"
         # No "would you like to get notified about official Jupyter news?" toast over the notebook.
         settings = (
-            Path(os.environ["JUPYTER_CONFIG_DIR"])
-            / "lab"
-            / "user-settings"
-            / "@jupyterlab"
-            / "apputils-extension"
+            Path(os.environ["JUPYTER_CONFIG_DIR"]) / "lab" / "user-settings" / "@jupyterlab" / "apputils-extension"
         )
         settings.mkdir(parents=True, exist_ok=True)
         (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
-        self.log = open(root.parent / "jupyter-server.log", "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
-                "--ip=127.0.0.1", f"--port={self.port}", "--ServerApp.port_retries=0",
-                f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={root}",
-                "--LabApp.expose_app_in_browser=True", "--JupyterNotebookApp.expose_app_in_browser=True",
-                "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        super().__init__(
+            root,
+            module="jupyterlab",
+            extra_args=(
+                "--LabApp.expose_app_in_browser=True",
+                "--JupyterNotebookApp.expose_app_in_browser=True",
+                "--LabApp.news_url=",
+                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
                 "--ServerApp.disable_check_xsrf=True",
-            ],
-            cwd=root, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"jupyter lab exited; see {self.log.name}")
-            try:
-                self.api("GET", "/api/status")
-                return
-            except OSError:
-                time.sleep(0.3)
-        raise RuntimeError("jupyter lab did not start in 90 s")
-
-    def api(self, method: str, path: str, body: Any = None) -> Any:
-        request = urllib.request.Request(
-            self.base + path,
-            method=method,
-            data=None if body is None else json.dumps(body).encode(),
-            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
+            ),
         )
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
-            raw = response.read()
-        return json.loads(raw) if raw else None
 
     def url(self, app: str, name: str) -> str:
         if app == "lab":
             return f"{self.base}/lab/tree/{name}?reset&token={self.token}"
         return f"{self.base}/notebooks/{name}?token={self.token}"
 
-    def stop(self) -> None:
-        for session in self.api("GET", "/api/sessions"):
-            try:
-                self.api("DELETE", f"/api/sessions/{session['id']}")
-            except OSError:
-                pass
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
-
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     root = tmp_path_factory.mktemp("browser") / "root"
     root.mkdir()
-    jupyter = JupyterServer(root)
+    jupyter = LabServer(root)
     yield jupyter
     jupyter.stop()
 
