@@ -183,7 +183,7 @@ def main() -> None:
         f"{seen[0]} tapped messages (OutStream batches prints), so the tap added about "
         f"{seen[0] * stream_us / 1000:.2f} ms to it; the image cell sent {seen[1]}, about "
         f"{seen[1] * display_us / 1000:.2f} ms. Differences in the table above beyond that are noise "
-        "of a shared 2-core machine, or (ipymcp loaded) the execute tool's stdout router.",
+        "of a shared 2-core machine.",
         f"- {args.repeat} runs per cell per kernel, alternating kernels; one warm-up run each. "
         f"get_output's first page returned {LAST_META['get_output'].get('images_returned')} images "
         f"of {LAST_META['get_output'].get('images')}. Store after the runs: `{stats}`. python {sys.version.split()[0]}, 2 shared cores.",

@@ -138,6 +138,22 @@ async def mcp_client(url: str, token: str, mode: str = "auto", **kwargs: Any) ->
             yield client
 
 
+async def answered_by_a_new_kernel(url: str, token: str, old_pid: int, timeout: float = 60) -> dict[str, Any]:
+    """Poll the same URL with the same token until a new kernel process answers (after a restart)."""
+    import anyio
+
+    with anyio.fail_after(timeout):
+        while True:
+            try:
+                async with mcp_client(url, token) as client:
+                    status = (await client.call_tool("kernel_status", {})).structured_content
+                if status["pid"] != old_pid:
+                    return status
+            except Exception:  # noqa: BLE001 - down while the kernel restarts
+                pass
+            await anyio.sleep(0.3)
+
+
 def text_of(result: Any) -> str:
     return "".join(getattr(block, "text", "") for block in result.content)
 

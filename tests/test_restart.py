@@ -18,7 +18,7 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import KERNEL_NAME, KernelHarness, mcp_client, runtime_dir, text_of
+from conftest import KERNEL_NAME, KernelHarness, answered_by_a_new_kernel, mcp_client, runtime_dir, text_of
 from real_jupyter import JupyterServer
 from test_connect import connect
 
@@ -89,20 +89,6 @@ def notebook(server: JupyterServer, request: pytest.FixtureRequest) -> Any:
     nb.close()
 
 
-async def _back_after_restart(url: str, token: str, old_pid: int, timeout: float = 60) -> dict[str, Any]:
-    """Poll the same URL with the same token until the new kernel's ipymcp answers."""
-    with anyio.fail_after(timeout):
-        while True:
-            try:
-                async with mcp_client(url, token) as client:
-                    status = json.loads(text_of(await client.call_tool("kernel_status", {})))
-                if status["pid"] != old_pid:
-                    return status
-            except Exception:  # noqa: BLE001 - down while it restarts
-                pass
-            await anyio.sleep(0.3)
-
-
 @pytest.mark.compat
 async def test_restart_kernel_goes_through_the_jupyter_server_and_ipymcp_comes_back_at_the_same_url(
     server: JupyterServer, notebook: NotebookKernel
@@ -116,7 +102,7 @@ async def test_restart_kernel_goes_through_the_jupyter_server_and_ipymcp_comes_b
     assert server.token not in json.dumps(result.model_dump(mode="json"))  # the server's token stays private
     assert result.meta["restarting"] is True
 
-    status = await _back_after_restart(info["url"], info["token"], info["pid"])
+    status = await answered_by_a_new_kernel(info["url"], info["token"], info["pid"])
     assert status["kernel_id"] == notebook.kernel_id
     assert not pid_alive(info["pid"])
     after = notebook.info()
@@ -142,7 +128,7 @@ async def test_a_restart_by_the_user_brings_ipymcp_back_and_a_rotated_token_stay
     rotated = notebook.info()["token"]
     assert rotated != info["token"]
     server.api("POST", f"/api/kernels/{notebook.kernel_id}/restart")  # the user's Restart button
-    status = await _back_after_restart(info["url"], rotated, info["pid"])
+    status = await answered_by_a_new_kernel(info["url"], rotated, info["pid"])
     assert status["kernel_id"] == notebook.kernel_id
     assert notebook.info()["token"] == rotated
     refused = False  # the old token does not come back with the restart

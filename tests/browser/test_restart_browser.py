@@ -9,7 +9,7 @@ from typing import Any
 
 import harness
 import pytest
-from conftest import mcp_client, runtime_dir, text_of
+from conftest import answered_by_a_new_kernel, runtime_dir, text_of
 from harness import agent, load_ipymcp, new_notebook, notebook_page, shutdown_kernels
 
 pytestmark = pytest.mark.browser
@@ -19,21 +19,6 @@ browser = harness.browser
 LOAD = "%load_ext ipymcp"
 NOTICE = ".jp-NotebookPanel:visible .ipymcp-share-notice"
 METADATA = "() => window.jupyterapp.shell.currentWidget.context.model.getMetadata('ipymcp') ?? null"
-
-
-async def _answering(url: str, token: str, old_pid: int, timeout: float = 60) -> dict[str, Any]:
-    """The same URL and token, answered by a new kernel process."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            async with mcp_client(url, token) as client:
-                status = json.loads(text_of(await client.call_tool("kernel_status", {})))
-            if status["pid"] != old_pid:
-                return status
-        except Exception:  # noqa: BLE001 - down while the kernel restarts
-            if time.monotonic() > deadline:
-                raise
-        await asyncio.sleep(0.3)
 
 
 async def _runtime_info(kernel_id: str, timeout: float = 60) -> dict[str, Any]:
@@ -70,7 +55,7 @@ async def test_agent_restarts_the_kernel_and_ipymcp_is_back_at_the_same_url(serv
             assert not result.is_error, text_of(result)
             assert "JupyterLab" in text_of(result)
 
-        status = await _answering(info["url"], info["token"], info["pid"])
+        status = await answered_by_a_new_kernel(info["url"], info["token"], info["pid"])
         assert status["kernel_id"] == kernel_id == await nb.kernel_id()  # restarted, not replaced
         notice = nb.page.locator(NOTICE)
         await notice.filter(has_text="after the kernel restart").wait_for(timeout=20_000)
