@@ -181,7 +181,10 @@ def test_shutdown_and_restart_exit_promptly_and_remove_the_runtime_file(how):
     else:
         harness.km.restart_kernel(now=False)
     elapsed = time.monotonic() - started
-    assert not runtime_file.exists()
+    # After a restart ipymcp comes back by itself (tests/test_restart.py): a runtime file may exist
+    # again, but never the old process's.
+    if runtime_file.exists():
+        assert how == "restart" and json.loads(runtime_file.read_text())["pid"] != pid
     assert not _alive(pid)
     # jupyter_client waits up to its own shutdown_wait_time; ours adds well under a second
     assert elapsed < 3.0, elapsed
