@@ -14,6 +14,7 @@ def install(runtime: Runtime) -> None:
     from .fallback import ActivityLog
 
     runtime.activity = ActivityLog(runtime)
+    runtime.cleanups.append(runtime.activity.close)
     runtime.frontend = FrontendLink(runtime)
     runtime.frontend.start()
     runtime.cleanups.append(runtime.frontend.stop)
