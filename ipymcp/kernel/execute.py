@@ -66,7 +66,7 @@ def _refuse_exit(*args: Any, **kwargs: Any) -> None:
 
 
 async def _run_quiet(shell: Any, code: str, job: AgentJob, capture: Capture) -> None:
-    cell = shell.transform_cell(code)
+    cell = shell.transform_cell(code) if _may_need_transform(code) else code
     filename = shell.compile.cache(cell)
     job.code_filenames.add(filename)
     flags = shell.compile.flags | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
@@ -84,7 +84,7 @@ async def _run_quiet(shell: Any, code: str, job: AgentJob, capture: Capture) -> 
         if expr.co_flags & inspect.CO_COROUTINE:
             value = await value
         if value is not None and not _ends_with_semicolon(cell):
-            data, metadata = shell.display_formatter.format(value)
+            data, metadata = _format(shell, value)
             capture.result({"data": data, "metadata": metadata, "execution_count": None})
 
 
@@ -100,6 +100,30 @@ async def _run_as_cell(shell: Any, code: str, job: AgentJob, capture: Capture) -
     # run_cell reports errors through _showtraceback (captured already); nothing to re-raise
     del outcome
     return count
+
+
+def _may_need_transform(code: str) -> bool:
+    """False only for plain Python that IPython's input transformers leave unchanged.
+
+    Transforming costs more than the rest of a small execute; the markers are magics and shell
+    escapes (% !), help (?), pasted prompts (>>> In [) and an indented first line.
+    """
+    if any(marker in code for marker in ("%", "!", "?", ">>>", "In [", "...:")):
+        return True
+    first = next((line for line in code.splitlines() if line.strip()), "")
+    return first[:1] in (" ", "\t")
+
+
+def _format(shell: Any, value: Any) -> tuple[dict, dict]:
+    # The full formatter (a dozen mime types probed) is the largest cost of execute("1+1"); an int
+    # whose printer is IPython's default one is just its repr.
+    if type(value) in (int, bool):
+        from IPython.lib.pretty import _repr_pprint
+
+        printers = shell.display_formatter.formatters["text/plain"].type_printers
+        if printers.get(type(value), _repr_pprint) is _repr_pprint:
+            return {"text/plain": repr(value)}, {}
+    return shell.display_formatter.format(value)
 
 
 def _ends_with_semicolon(cell: str) -> bool:
