@@ -76,15 +76,15 @@ async def busy_inspection(kernel: KernelHarness) -> list[float]:
     samples = []
     async with mcp_client(kernel.url, kernel.token) as client:
         await client.call_tool("kernel_status", {})
-        msg_id = kernel.send("import time; time.sleep(8)")
+        msg_id = kernel.send("import time; time.sleep(16)")
         await asyncio.sleep(0.3)
-        for _ in range(50):
+        for _ in range(30):
             started = time.perf_counter()
             await client.call_tool("inspect_variable", {"name": "frame"})
             samples.append(time.perf_counter() - started)
             # An agent's pace (a model thinks between calls); a flood is paced on purpose
             # (busy_cpu_share) and measured by bench_load.py.
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)
         kernel.wait_idle(msg_id)
     return samples
 
@@ -119,7 +119,7 @@ def main() -> None:
         inspected = asyncio.run(timed_calls(kernel.url, kernel.token, "inspect_variable", {"name": "frame"}))
         lines.append(row("inspect_variable(DataFrame) vs SDK floor", inspected, floor))
         busy = asyncio.run(busy_inspection(kernel))
-        lines.append(row("inspect_variable while a user cell sleeps (10 calls/s)", busy, floor, "≤ 20 ms"))
+        lines.append(row("inspect_variable while a user cell sleeps (2 calls/s)", busy, floor, "≤ 20 ms"))
 
         kernel.run("for _i in range(10_000): globals()[f'v{_i}'] = _i\nbig = np.empty(2_000_000_000 // 8)")
         many = asyncio.run(timed_calls(kernel.url, kernel.token, "list_variables", {}, n=50))

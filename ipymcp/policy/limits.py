@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 # CPU-seconds of credit a burst may use before pacing starts.
-BURST = 0.05
+BURST = 0.02
 MAX_DELAY = 2.0
 # Charged per call on top of the measured CPU: each call wakes the server thread several times,
 # and each wake-up takes the GIL from the user's cell (a hand-off thread_time does not see).
