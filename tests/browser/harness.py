@@ -159,11 +159,16 @@ async def load_ipymcp(nb: NotebookPage, timeout: float = 60) -> dict[str, Any]:
     """Run the %load_ext cell (cell 0) in the browser; return the kernel's runtime info."""
     await nb.run_cell(0)
     await nb.wait_for_output("MCP server ready", timeout=timeout * 1000)
-    path = runtime_dir() / f"kernel-{await nb.kernel_id()}.json"
+    return await runtime_info(await nb.kernel_id(), timeout)
+
+
+async def runtime_info(kernel_id: str, timeout: float = 60) -> dict[str, Any]:
+    """The kernel's runtime file, once ipymcp in it has written it."""
+    path = runtime_dir() / f"kernel-{kernel_id}.json"
     deadline = time.monotonic() + timeout
     while not path.exists():
         if time.monotonic() > deadline:
-            raise AssertionError(f"no runtime file {path}")
+            raise AssertionError(f"ipymcp did not start in kernel {kernel_id}: no {path}")
         await asyncio.sleep(0.1)
     return json.loads(path.read_text())
 

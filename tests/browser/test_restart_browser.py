@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any
 
 import harness
 import pytest
 from conftest import answered_by_a_new_kernel, runtime_dir, text_of
-from harness import agent, load_ipymcp, new_notebook, notebook_page, shutdown_kernels
+from harness import agent, load_ipymcp, new_notebook, notebook_page, runtime_info, shutdown_kernels
 
 pytestmark = pytest.mark.browser
 server = harness.server
@@ -19,16 +18,6 @@ browser = harness.browser
 LOAD = "%load_ext ipymcp"
 NOTICE = ".jp-NotebookPanel:visible .ipymcp-share-notice"
 METADATA = "() => window.jupyterapp.shell.currentWidget.context.model.getMetadata('ipymcp') ?? null"
-
-
-async def _runtime_info(kernel_id: str, timeout: float = 60) -> dict[str, Any]:
-    path = runtime_dir() / f"kernel-{kernel_id}.json"
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"ipymcp did not start in kernel {kernel_id}")
-        await asyncio.sleep(0.2)
-    return json.loads(path.read_text())
 
 
 async def _gone(kernel_id: str, timeout: float = 20) -> None:
@@ -88,7 +77,7 @@ async def test_a_shared_notebook_is_shared_again_when_reopened_until_sharing_is_
     # 2. Reopened: ipymcp is loaded by the extension, with the notice; same URL and token.
     async with notebook_page(server, browser, "lab", name) as nb:
         kernel_id = await nb.kernel_id()
-        info = await _runtime_info(kernel_id)
+        info = await runtime_info(kernel_id)
         await nb.page.locator(NOTICE).filter(has_text="shared").wait_for(timeout=20_000)
         await nb.page.locator(f"{NOTICE} .ipymcp-stop-sharing").wait_for(state="visible")
         assert (info["url"], info["token"]) == (first["url"], first["token"])
