@@ -185,6 +185,7 @@ class BackgroundProcess:
         self.dropped = 0
         self._chunks: deque[bytes] = deque()
         self._size = 0
+        self._received = 0  # bytes ever read: how wait_for_output tells that more arrived
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._changed = threading.Condition()
         self._eof = False
@@ -249,6 +250,7 @@ class BackgroundProcess:
             with self._changed:
                 self._chunks.append(data)
                 self._size += len(data)
+                self._received += len(data)
                 while self._size > self.buffer_bytes and len(self._chunks) > 1:
                     removed = self._chunks.popleft()
                     self._size -= len(removed)
@@ -275,9 +277,26 @@ class BackgroundProcess:
             dropped, self.dropped = self.dropped, 0
         return self._decoder.decode(data), dropped
 
-    def wait_for_output(self, timeout: float) -> None:
+    def wait_for_output(self, timeout: float, settle: float = 0.3) -> None:
+        """Wait up to `timeout` for output, then until it has been quiet for `settle` seconds.
+
+        The settle matters for interactive programs: the terminal echoes typed input at once, and
+        the program's answer follows a moment later; returning on the echo alone would hand the
+        agent half a reply. Never waits past `timeout` in total.
+        """
+        deadline = time.monotonic() + timeout
         with self._changed:
-            self._changed.wait_for(lambda: self._size > 0 or self._eof, timeout)
+            if not self._changed.wait_for(lambda: self._size > 0 or self._eof, timeout):
+                return
+            while not self._eof:
+                seen = self._received
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                if not self._changed.wait_for(
+                    lambda seen=seen: self._received != seen or self._eof, min(settle, remaining)
+                ):
+                    return
 
     def write(self, text: str) -> int:
         if not self.running:

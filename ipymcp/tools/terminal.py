@@ -142,14 +142,13 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
     ) -> CallToolResult:
         """Return the output a background process printed since the last read, and whether it is still running.
 
-        With wait > 0 the call waits up to that long for output to appear (returning as soon as some
-        does, or the process exits). Long output keeps its head and tail; output beyond the
+        With wait > 0 the call waits up to that long for output to appear, then returns once the
+        output has paused for a moment (0.3 s) or the process exits. Long output keeps its head and tail; output beyond the
         buffer (about 1 MB) is dropped oldest first, with a note.
         """
         process = terminal.get(id)
         if wait > 0 and not process.has_news():
             await anyio.to_thread.run_sync(process.wait_for_output, wait, abandon_on_cancel=True)
-            await anyio.sleep(0.1)  # let the rest of a burst arrive
         text, dropped = process.take_output()
         text = _budget(clean_terminal_text(text), config.max_output_chars)
         notes = []
