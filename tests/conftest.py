@@ -154,6 +154,22 @@ async def answered_by_a_new_kernel(url: str, token: str, old_pid: int, timeout: 
             await anyio.sleep(0.3)
 
 
+async def user_cell_running(client: Any, fragment: str, timeout: float = 20) -> dict[str, Any]:
+    """Wait until the kernel reports a user cell containing `fragment` as running; its status.
+
+    Tests that need "the user's cell is busy now" wait for it instead of sleeping a guess: a
+    loaded machine can take a while to start a cell sent a moment ago.
+    """
+    import anyio
+
+    with anyio.fail_after(timeout):
+        while True:
+            status = (await client.call_tool("kernel_status", {})).structured_content
+            if status["state"] == "busy" and fragment in (status.get("user_cell") or {}).get("code_head", ""):
+                return status
+            await anyio.sleep(0.2)  # polls gently: calls during a user cell are CPU-paced
+
+
 def text_of(result: Any) -> str:
     return "".join(getattr(block, "text", "") for block in result.content)
 

@@ -6,7 +6,7 @@ import asyncio
 import time
 
 import pytest
-from conftest import text_of
+from conftest import text_of, user_cell_running
 
 pytestmark = pytest.mark.compat
 
@@ -17,7 +17,7 @@ async def test_inspection_answers_while_a_user_cell_sleeps(kernel):
         await c.call_tool("kernel_status", {})  # the client's own first-call costs are not the server's
         msg_id = kernel.send("import time; time.sleep(5)")
         try:
-            await asyncio.sleep(0.5)
+            await user_cell_running(c, "time.sleep(5)")
             started = time.monotonic()
             listed = await c.call_tool("list_variables", {"pattern": "busy_*"})
             inspected = await c.call_tool("inspect_variable", {"name": "busy_marker"})
@@ -44,7 +44,7 @@ async def test_execute_queued_behind_a_user_cell_reports_progress_then_runs(kern
         await c.call_tool("kernel_status", {})
         msg_id = kernel.send("import time; time.sleep(3); queued_order = ['user']")
         try:
-            await asyncio.sleep(0.3)
+            await user_cell_running(c, "time.sleep(3)")
             result = await c.call_tool(
                 "execute", {"code": "queued_order.append('agent'); queued_order"}, progress_callback=on_progress
             )
@@ -60,7 +60,7 @@ async def test_execute_times_out_as_kernel_busy_and_never_runs_later(kernel):
         await c.call_tool("kernel_status", {})
         msg_id = kernel.send("import time; time.sleep(4)")
         try:
-            await asyncio.sleep(0.3)
+            await user_cell_running(c, "time.sleep(4)")
             result = await c.call_tool("execute", {"code": "never_ran = False", "timeout": 1})
         finally:
             kernel.wait_idle(msg_id)
@@ -77,7 +77,7 @@ async def test_agent_code_waits_for_an_async_user_cell(kernel):
             "import asyncio\nasync_log = ['user start']\nawait asyncio.sleep(2)\nasync_log.append('user end')"
         )
         try:
-            await asyncio.sleep(0.4)
+            await user_cell_running(c, "import asyncio")
             result = await c.call_tool("execute", {"code": "async_log.append('agent'); async_log"})
         finally:
             kernel.wait_idle(msg_id)
@@ -111,10 +111,21 @@ async def test_awaiting_agent_code_is_interrupted_at_its_timeout(kernel):
     assert kernel.run("print('next')")["stdout"] == "next\n"
 
 
+async def agent_job_running(client, timeout: float = 20) -> None:
+    """Wait until another call's agent code has been running on the main thread for a moment."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = (await client.call_tool("kernel_status", {})).structured_content.get("agent_job")
+        if job and job["running_s"] >= 0.3:
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError("the agent job never started")
+
+
 async def test_interrupt_tool_stops_the_agent_job_not_the_user(kernel):
     async with kernel.client() as c, kernel.client() as other:
         call = asyncio.create_task(c.call_tool("execute", {"code": "import time\nwhile True: time.sleep(0.05)"}))
-        await asyncio.sleep(1.0)
+        await agent_job_running(other)
         answer = await other.call_tool("interrupt", {"target": "agent"})
         result = await asyncio.wait_for(call, 10)
     assert "Interrupted" in text_of(answer)
@@ -123,8 +134,8 @@ async def test_interrupt_tool_stops_the_agent_job_not_the_user(kernel):
 
 async def test_interrupt_user_stops_the_users_cell(kernel):
     msg_id = kernel.send("import time; time.sleep(20)")
-    await asyncio.sleep(0.5)
     async with kernel.client() as c:
+        await user_cell_running(c, "time.sleep(20)")
         answer = await c.call_tool("interrupt", {"target": "user"})
     reply = kernel.wait_idle(msg_id, timeout=10)
     assert "KeyboardInterrupt" in text_of(answer)
@@ -132,14 +143,18 @@ async def test_interrupt_user_stops_the_users_cell(kernel):
 
 
 async def test_cancelled_request_interrupts_the_agent_code(kernel):
-    async with kernel.client() as c:
+    async with kernel.client() as c, kernel.client() as watcher:
         call = asyncio.create_task(c.call_tool("execute", {"code": "import time\nwhile True: time.sleep(0.05)"}))
-        await asyncio.sleep(1.0)
+        await agent_job_running(watcher)
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
-        await asyncio.sleep(1.0)
-        status = (await c.call_tool("kernel_status", {})).structured_content
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            status = (await c.call_tool("kernel_status", {})).structured_content
+            if "agent_job" not in status:
+                break
+            await asyncio.sleep(0.1)
     assert "agent_job" not in status
     assert kernel.run("print('free')", timeout=10)["stdout"] == "free\n"
 
@@ -158,7 +173,8 @@ async def test_users_concurrent_prints_are_not_stolen(kernel):
             result = await c.call_tool("execute", {"code": "print('agent line')"})
             assert text_of(result) == "agent line\n"
             await asyncio.sleep(0.05)
-    await asyncio.sleep(1.5)  # the thread is done by now
+        joined = await c.call_tool("execute", {"code": "chatter.join(30); chatter.is_alive()"})
+    assert text_of(joined).strip() == "False"
     user_lines = [line for line in (started["stdout"] + _all_stdout(kernel)).splitlines() if line]
     assert user_lines == [f"user line {i}" for i in range(20)]
 

@@ -167,7 +167,12 @@ async def test_async_cell_and_user_thread_outputs_are_attributed_to_their_cells(
 @compat
 async def test_interrupted_cell_has_status_interrupted_and_a_duration(kernel):
     msg_id = kernel.send("import time\nprint('sleeping')\ntime.sleep(30)")
-    time.sleep(1.0)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # interrupt only once the cell is in its sleep
+        msg = kernel.kc.get_iopub_msg(timeout=20)
+        if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
+            break
+    time.sleep(0.9)
     kernel.km.interrupt_kernel()
     kernel.wait_idle(msg_id, timeout=20)
     result = await _history(kernel, last=1)
