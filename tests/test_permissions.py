@@ -77,7 +77,7 @@ async def test_level_change_notifies_handshake_era_clients(kernel):
 
     async with kernel.client(mode="legacy", message_handler=on_message, cache=None) as c:
         before = {t.name for t in (await c.list_tools()).tools}
-        await asyncio.sleep(0.3)  # the GET stream is open
+        await asyncio.sleep(1.0)  # the GET stream is open (nothing tells the client when)
         await asyncio.to_thread(set_level, kernel, "read")
         for _ in range(50):
             if any("tools/list_changed" in m or "ToolListChanged" in m for m in seen):
