@@ -148,3 +148,27 @@ async def test_mcp_log_renders_recent_calls_as_a_table(kernel):
     assert "`inspect_variable`" in markdown and "`kernel_status`" in markdown
     assert markdown.count("\n| ") == 3  # header + 2 rows (the separator starts with |---)
     assert "error" in markdown and "ok" in markdown
+
+
+def test_log_table_keeps_agent_chosen_text_inside_code_spans():
+    import re
+
+    from ipymcp.policy.audit import render_table
+
+    hostile = "`<img src=x onerror=alert(1)>`"
+    table = render_table(
+        [
+            {
+                "time": "2026-11-25T12:00:00.000",
+                "client": {"name": hostile},
+                "tool": hostile * 50,
+                "arguments": {"code": hostile},
+                "duration_ms": 3,
+                "outcome": "error",
+                "message": hostile,
+            }
+        ]
+    )
+    outside_spans = re.sub(r"`[^`\n]*`", "", table)
+    assert "<" not in outside_spans and ">" not in outside_spans, outside_spans
+    assert max(len(line) for line in table.splitlines()) < 1000

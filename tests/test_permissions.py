@@ -68,6 +68,16 @@ async def test_refused_call_runs_nothing(kernel):
     assert kernel.run("print(perm_marker)")["stdout"].strip() == "untouched"
 
 
+async def test_inserting_a_cell_at_edit_level_may_not_run_it(kernel):
+    set_level(kernel, "edit")
+    async with kernel.client(cache=None) as c:
+        refused = await c.call_tool("insert_cell", {"source": "perm_marker = 'ran'", "execute": True})
+        markdown = await c.call_tool("insert_cell", {"source": "# title", "cell_type": "markdown", "execute": True})
+    assert refused.is_error
+    assert "insert_cell(execute=True) needs the 'execute' permission level" in text_of(refused)
+    assert "needs the 'execute'" not in text_of(markdown)  # rendering markdown runs nothing
+
+
 async def test_level_change_notifies_handshake_era_clients(kernel):
     seen: list[str] = []
 

@@ -244,5 +244,9 @@ def render_table(entries: list[dict[str, Any]]) -> str:
 
 
 def _cell(value: Any) -> str:
-    text = str(value).replace("\n", "⏎").replace("|", "\\|")
-    return f"`{text}`" if text and text not in ("?",) and not text.replace(".", "").isdigit() else text
+    # Agents choose tool names, client names, arguments and error text: everything goes inside a
+    # code span, with its backticks swapped for a look-alike, so no HTML or Markdown in it can
+    # escape the span when the user renders %mcp log (trusted output renders HTML unsanitised).
+    text = str(value).replace("\n", "⏎").replace("|", "\\|").replace("`", "ˋ")
+    text = text if len(text) <= 120 else text[:119] + "…"
+    return f"`{text}`" if text else ""

@@ -19,6 +19,7 @@ from pydantic import Field
 from ..frontend import fallback
 from ..frontend.comm import FrontendError, NoFrontendError, StaleCellError
 from ..outputs import Budget, ImageTally, shape_outputs
+from ..policy.permissions import refusal
 
 if TYPE_CHECKING:
     from .._runtime import Runtime
@@ -144,6 +145,9 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
         (VS Code, a JupyterLab without it) the cell cannot be inserted; in VS Code / JupyterLab the
         code is then offered as a labelled proposal that appears below the next cell the user runs.
         """
+        if execute and cell_type == "code" and not runtime.policy.allows("execute"):
+            # Inserting is an edit; running the new cell is an execution, and needs that level.
+            raise ToolError(refusal("insert_cell(execute=True)", "execute", runtime.policy.level))
         args = {
             "source": source,
             "cell_type": cell_type,
