@@ -154,20 +154,30 @@ async def answered_by_a_new_kernel(url: str, token: str, old_pid: int, timeout: 
             await anyio.sleep(0.3)
 
 
-async def user_cell_running(client: Any, fragment: str, timeout: float = 20) -> dict[str, Any]:
-    """Wait until the kernel reports a user cell containing `fragment` as running; its status.
+async def status_until(client: Any, predicate: Any, timeout: float = 20, pause: float = 0.2) -> dict[str, Any]:
+    """Poll kernel_status until `predicate(status)` holds; the status that satisfied it.
 
-    Tests that need "the user's cell is busy now" wait for it instead of sleeping a guess: a
-    loaded machine can take a while to start a cell sent a moment ago.
+    Tests that need a state ("the user's cell is busy", "the agent job is queued") wait for it
+    instead of sleeping a guess: a loaded machine can take a while to get there. Polls gently:
+    calls made while a user cell runs are CPU-paced.
     """
     import anyio
 
     with anyio.fail_after(timeout):
         while True:
             status = (await client.call_tool("kernel_status", {})).structured_content
-            if status["state"] == "busy" and fragment in (status.get("user_cell") or {}).get("code_head", ""):
+            if predicate(status):
                 return status
-            await anyio.sleep(0.2)  # polls gently: calls during a user cell are CPU-paced
+            await anyio.sleep(pause)
+
+
+async def user_cell_running(client: Any, fragment: str, timeout: float = 20) -> dict[str, Any]:
+    """Wait until the kernel reports a user cell containing `fragment` as running."""
+    return await status_until(
+        client,
+        lambda s: s["state"] == "busy" and fragment in (s.get("user_cell") or {}).get("code_head", ""),
+        timeout,
+    )
 
 
 def text_of(result: Any) -> str:

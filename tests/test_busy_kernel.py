@@ -6,7 +6,7 @@ import asyncio
 import time
 
 import pytest
-from conftest import text_of, user_cell_running
+from conftest import status_until, text_of, user_cell_running
 
 pytestmark = pytest.mark.compat
 
@@ -111,15 +111,9 @@ async def test_awaiting_agent_code_is_interrupted_at_its_timeout(kernel):
     assert kernel.run("print('next')")["stdout"] == "next\n"
 
 
-async def agent_job_running(client, timeout: float = 20) -> None:
+async def agent_job_running(client) -> None:
     """Wait until another call's agent code has been running on the main thread for a moment."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = (await client.call_tool("kernel_status", {})).structured_content.get("agent_job")
-        if job and job["running_s"] >= 0.3:
-            return
-        await asyncio.sleep(0.05)
-    raise TimeoutError("the agent job never started")
+    await status_until(client, lambda s: (s.get("agent_job") or {}).get("running_s", 0) >= 0.3, pause=0.05)
 
 
 async def test_interrupt_tool_stops_the_agent_job_not_the_user(kernel):
@@ -149,12 +143,7 @@ async def test_cancelled_request_interrupts_the_agent_code(kernel):
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            status = (await c.call_tool("kernel_status", {})).structured_content
-            if "agent_job" not in status:
-                break
-            await asyncio.sleep(0.1)
+        status = await status_until(c, lambda s: "agent_job" not in s, timeout=10, pause=0.1)
     assert "agent_job" not in status
     assert kernel.run("print('free')", timeout=10)["stdout"] == "free\n"
 

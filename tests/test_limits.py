@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import httpx2
 import pytest
-from conftest import KernelHarness, text_of
+from conftest import KernelHarness, status_until, text_of
 
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
 
@@ -62,21 +61,14 @@ async def test_too_many_concurrent_calls_are_refused_with_a_clear_error(limited)
         set_guard(limited, max_concurrent=32, max_queued=8)
 
 
-async def _status_until(client, predicate, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate((await client.call_tool("kernel_status", {})).structured_content):
-        assert time.monotonic() < deadline, "kernel_status never showed the expected state"
-        await asyncio.sleep(0.05)
-
-
 async def test_queued_executions_over_the_cap_are_refused_and_interrupt_still_works(limited):
     set_guard(limited, max_queued=1)
     try:
         async with limited.client() as c:
             first = asyncio.ensure_future(c.call_tool("execute", {"code": "import time; time.sleep(3)"}))
-            await _status_until(c, lambda s: "agent_job" in s)  # running
+            await status_until(c, lambda s: "agent_job" in s, pause=0.05)  # running
             second = asyncio.ensure_future(c.call_tool("execute", {"code": "1"}))
-            await _status_until(c, lambda s: s.get("agent_jobs_queued") == 1)  # queued behind it
+            await status_until(c, lambda s: s.get("agent_jobs_queued") == 1, pause=0.05)  # queued behind it
             third = await c.call_tool("execute", {"code": "2"})
             assert third.is_error and "Too many queued executions" in text_of(third)
             stop = await c.call_tool("interrupt", {"target": "agent"})
