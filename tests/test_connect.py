@@ -157,15 +157,19 @@ async def test_a_stale_runtime_file_of_a_dead_kernel_is_ignored(two_kernels: Any
             }
         )
     )
+    stale.chmod(0o600)  # as its kernel wrote it: skipped because the kernel is dead, not untrusted
     unreadable = runtime_dir() / "kernel-garbage.json"
     unreadable.write_text("{not json")
+    unreadable.chmod(0o600)
     try:
         async with connect(cwd="/") as bridge:
             assert await bridge.run("who") == "'beta'"
             listed = (await bridge.client.call_tool("list_notebooks", {})).structured_content
             assert "dead-kernel" not in {row["kernel_id"] for row in listed["notebooks"]}
-        out = subprocess.run([*COMMAND, "list", "--json"], capture_output=True, text=True, check=True).stdout
-        assert "dead-kernel" not in {info["kernel_id"] for info in json.loads(out)}
+        listing = subprocess.run([*COMMAND, "list", "--json"], capture_output=True, text=True, check=True)
+        assert "dead-kernel" not in {info["kernel_id"] for info in json.loads(listing.stdout)}
+        assert f"{unreadable}: it is not valid JSON" in listing.stderr
+        assert "of kernels that are no longer running" in listing.stderr and str(stale) not in listing.stderr
     finally:
         stale.unlink()
         unreadable.unlink()

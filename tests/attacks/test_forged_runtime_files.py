@@ -133,28 +133,41 @@ REASONS = {
 }
 
 
+def forge_one(forgery: str, attacker: AttackerServer, genuine: KernelHarness, name: str = "forged") -> Path:
+    options: dict[str, Any] = dict(FORGERIES[forgery])
+    pid = options.pop("pid", os.getpid())
+    return forge(name, attacker.url(), genuine.pid if pid == "kernel" else pid, **options)
+
+
 @pytest.mark.parametrize("forgery", list(FORGERIES))
 async def test_a_forged_newest_runtime_file_gets_no_request(
     genuine: KernelHarness, attacker: AttackerServer, forgery: str
 ) -> None:
-    options: dict[str, Any] = dict(FORGERIES[forgery])
-    pid = options.pop("pid", os.getpid())
-    pid = genuine.pid if pid == "kernel" else pid
-    forged = forge("forged", attacker.url(), pid, **options)
+    forged = forge_one(forgery, attacker, genuine)
     try:
         async with connect(cwd="/") as bridge:  # unpinned: the newest kernel would be the forged one
             assert await bridge.run("who") == "'genuine'"
-            listed = (await bridge.client.call_tool("list_notebooks", {})).structured_content
-            assert "forged" not in {row["kernel_id"] for row in listed["notebooks"]}
         assert attacker.received == []
-        assert str(forged) in bridge.stderr and REASONS[forgery] in bridge.stderr
-
-        listing = ipymcp_list()
-        assert genuine.kernel_id in listing.stdout and "forged" not in listing.stdout
-        assert "skipped 1 runtime file" in listing.stderr.lower() and REASONS[forgery] in listing.stderr
-        assert "forged" not in ipymcp_list("--json").stdout
+        assert f"skipped {forged}" in bridge.stderr and REASONS[forgery] in bridge.stderr
     finally:
         forged.unlink()
+
+
+def test_ipymcp_list_says_how_many_files_it_skipped_and_why(genuine: KernelHarness, attacker: AttackerServer) -> None:
+    forged = [forge_one(forgery, attacker, genuine, name=f"forged-{i}") for i, forgery in enumerate(FORGERIES)]
+    try:
+        listing = ipymcp_list()
+        assert genuine.kernel_id in listing.stdout and "forged" not in listing.stdout
+        assert f"Skipped {len(forged)} runtime files that ipymcp does not trust" in listing.stderr
+        for path, forgery in zip(forged, FORGERIES, strict=True):
+            assert f"{path}: " in listing.stderr and REASONS[forgery] in listing.stderr
+        as_json = ipymcp_list("--json")
+        assert "forged" not in as_json.stdout and genuine.kernel_id in as_json.stdout
+        assert f"Skipped {len(forged)} runtime files" in as_json.stderr  # stdout stays parseable JSON
+    finally:
+        for path in forged:
+            path.unlink()
+    assert attacker.received == []
 
 
 async def test_pinning_the_kernel_id_does_not_let_a_forged_file_with_that_id_through(
@@ -169,19 +182,39 @@ async def test_pinning_the_kernel_id_does_not_let_a_forged_file_with_that_id_thr
         forged.unlink()
 
 
-@pytest.mark.parametrize("url", ["http://0.0.0.0:{port}/mcp", "http://localhost.attacker.example:{port}/mcp", "https://127.0.0.1:{port}/mcp", "ftp://127.0.0.1:{port}/mcp"])
-async def test_the_token_goes_only_to_a_loopback_http_url(genuine: KernelHarness, url: str) -> None:
+async def test_the_token_goes_only_to_a_loopback_http_url(genuine: KernelHarness) -> None:
     # Listening on every interface, so "0.0.0.0" reaches it: only the URL rule can stop the bridge.
     wide = AttackerServer(host="0.0.0.0")
-    forged = forge("not-loopback", url.format(port=wide.port), os.getpid())
+    forged = forge("not-loopback", wide.url("0.0.0.0"), os.getpid())
     try:
         async with connect(cwd="/") as bridge:
             assert await bridge.run("who") == "'genuine'"
         assert wide.received == []
-        assert str(forged) in bridge.stderr and "not a loopback http:// URL" in bridge.stderr
+        assert f"skipped {forged}" in bridge.stderr and "not a loopback http:// URL" in bridge.stderr
     finally:
         forged.unlink()
         wide.close()
+
+
+def test_urls_other_than_loopback_http_are_skipped(attacker: AttackerServer) -> None:
+    port = attacker.port
+    urls = [
+        f"http://localhost.attacker.example:{port}/mcp",
+        f"https://127.0.0.1:{port}/mcp",
+        f"ftp://127.0.0.1:{port}/mcp",
+        f"http://user:pw@127.0.0.1:{port}/mcp",
+        "http://127.0.0.1/mcp",
+        "not a url",
+    ]
+    forged = [forge(f"url-{i}", url, os.getpid()) for i, url in enumerate(urls)]
+    try:
+        listing = ipymcp_list("--json")
+        assert "url-" not in listing.stdout
+        for path, url in zip(forged, urls, strict=True):
+            assert f"{path}: its URL {url!r} is not a loopback http:// URL" in listing.stderr
+    finally:
+        for path in forged:
+            path.unlink()
 
 
 @pytest.mark.parametrize("directory_problem", ["writable by others", "owned by another user"])
