@@ -257,3 +257,32 @@ def test_a_kernel_never_writes_its_token_into_a_directory_another_user_owns(tmp_
         discovery.write_private_json(directory / "kernel-k.json", {"token": "secret"})
     assert list(directory.iterdir()) == []
     assert os.stat(directory).st_uid == NOBODY
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_a_file_naming_a_socket_its_own_process_listens_on_is_trusted(host: str) -> None:
+    """The positive control for the pid check: the socket table is read right for both families."""
+    import socket
+
+    from ipymcp.server import discovery
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.bind((host, 0))
+    except OSError:
+        pytest.skip(f"no {host} loopback here")
+    listener.listen()
+    port = listener.getsockname()[1]
+    url_host = f"[{host}]" if ":" in host else host
+    directory = Path(tempfile.mkdtemp(prefix="own-runtime-"))
+    try:
+        forge("mine", f"http://{url_host}:{port}/mcp", os.getpid(), directory=directory)
+        forge("closed", f"http://{url_host}:{port + 1 if port < 65535 else port - 1}/mcp", os.getpid(), directory=directory)
+        skipped: list[Any] = []
+        found = discovery.list_kernels(directory, skipped=skipped, warn=False)
+        assert [info["kernel_id"] for info in found] == ["mine"]
+        assert [item.path.name for item in skipped] == ["kernel-closed.json"]
+        assert f"process {os.getpid()} does not listen on" in skipped[0].reason
+    finally:
+        listener.close()
