@@ -290,11 +290,26 @@ async def test_the_approval_dialog_shows_every_argument_in_full_scrollable_and_w
                 "el => ({overflow: getComputedStyle(el).overflowY, more: el.scrollHeight > el.clientHeight})"
             )
             assert scroll == {"overflow": "auto", "more": True}  # the rest is a scroll away, not cut
-            await dialog.locator("pre", has_text=hidden).scroll_into_view_if_needed()
+            await body.evaluate("el => { el.scrollTop = el.scrollHeight; }")
             await nb.screenshot("notebook-approval-long.png")
             await dialog.get_by_role("button", name="Deny").click()
             result = await call
             assert result.is_error and "denied" in text_of(result)
+
+            # An edit is shown as a diff against the source the agent read.
+            assert not (await client.call_tool("read_notebook", {"include_outputs": False})).is_error
+            cell_id = await nb.page.evaluate(
+                "() => window.jupyterapp.shell.currentWidget.content.widgets[1].model.id"
+            )
+            call = asyncio.create_task(
+                client.call_tool("edit_cell", {"cell_id": cell_id, "source": "%mcp approve off"})
+            )
+            await dialog.wait_for(timeout=20_000)
+            diff = dialog.locator(".ipymcp-approval-diff")
+            assert await diff.locator(".ipymcp-removed").inner_text() == "-%mcp approve on\n"
+            assert await diff.locator(".ipymcp-added").inner_text() == "+%mcp approve off\n"
+            await dialog.get_by_role("button", name="Deny").click()
+            assert (await call).is_error
     shutdown_kernels(server, name)
 
 
