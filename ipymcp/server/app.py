@@ -78,9 +78,7 @@ class Toolbox:
                 idempotent_hint=idempotent or read_only,
                 open_world_hint=False,
             )
-            rule = self.pipeline.rule(
-                tool_name, level, read_only, approval, kernel_queue, title, annotations, approval_diff
-            )
+            rule = self.pipeline.rule(tool_name, level, read_only, approval, kernel_queue, approval_diff)
             registered = self.pipeline.tool_function(rule, fn)
             self.mcp.add_tool(registered, name=tool_name, title=title, annotations=annotations)
             return fn

@@ -39,7 +39,7 @@ import anyio.to_thread
 from mcp.server.mcpserver import Context, Elicit, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.shared.exceptions import MCPError
-from mcp.types import INVALID_REQUEST, CallToolResult, TextContent, ToolAnnotations
+from mcp.types import INVALID_REQUEST, CallToolResult, TextContent
 
 from ..policy.approval import ApprovalGate, ApprovalOutcome, ApprovalRule, Decision, Verdict
 from ..policy.audit import audit_arguments
@@ -49,6 +49,7 @@ from .sdk_compat import ToolListNotifier
 
 if TYPE_CHECKING:
     from ..policy import Policy
+    from ..policy.approval_detail import Diff
 
 log = logging.getLogger("ipymcp.server")
 
@@ -71,8 +72,6 @@ class ToolRule:
     level_for: Callable[[dict[str, Any]], str]
     approval: ApprovalRule | None
     kernel_queue: bool
-    title: str | None
-    annotations: ToolAnnotations
 
 
 @dataclass
@@ -116,9 +115,7 @@ class Pipeline:
         read_only: bool,
         approval: bool | Callable[[dict[str, Any]], bool] | None,
         kernel_queue: bool | None,
-        title: str | None,
-        annotations: ToolAnnotations,
-        diff: Any = None,
+        diff: Callable[[dict[str, Any]], Diff | None] | None = None,
     ) -> ToolRule:
         level_for = level if callable(level) else (lambda arguments, fixed=level: fixed)
         listed = level_for({})
@@ -131,8 +128,6 @@ class Pipeline:
             level_for,
             ApprovalRule(needs, diff) if needs is not None else None,
             LEVELS.index(listed) >= LEVELS.index("execute") if kernel_queue is None else kernel_queue,
-            title,
-            annotations,
         )
         self.rules[name] = rule
         return rule
