@@ -212,3 +212,21 @@ async def test_an_input_required_round_trip_is_one_audited_call(narrow):
     assert len(lines) == 1, lines
     assert lines[0]["outcome"] == "ok" and lines[0]["approval"] == "allowed by the user (client)"
     assert lines[0]["rounds"] == 2
+
+
+async def test_a_round_trip_the_client_abandons_is_still_logged_when_the_server_stops(fresh_kernel):
+    async def never_answers(context, params):  # noqa: ANN001, ANN202
+        await asyncio.Event().wait()
+
+    fresh_kernel.load_ipymcp("get_ipython().config.IPyMCP.approval = True")
+    path = Path(
+        fresh_kernel.run("import ipymcp._state as _s; print(_s.runtime.policy.audit.path); del _s")["stdout"].strip()
+    )
+    code = "abandoned_marker = 1"
+    async with fresh_kernel.client(mode="auto", elicitation_callback=never_answers) as c:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(c.call_tool("execute", {"code": code}), 5)
+    fresh_kernel.run("%mcp stop")
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    mine = [e for e in lines if e.get("arguments", {}).get("code") == code]
+    assert len(mine) == 1 and mine[0]["outcome"] == "error" and "never came back" in mine[0]["message"]
