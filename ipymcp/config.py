@@ -114,6 +114,11 @@ class IPyMCP(Configurable):
         "changes cells (%mcp approve on|off).",
     ).tag(config=True)
     approval_timeout = Float(120.0, help="Seconds to wait for the user's decision; no answer denies.").tag(config=True)
+    approval_max_chars = Integer(
+        100_000,
+        help="Longest call the approval prompt shows (every argument in full, edits as a diff); a longer "
+        "call is refused with an error instead of being shown cut.",
+    ).tag(config=True)
     audit_max_bytes = Integer(
         5_000_000, help="The audit log rotates when it grows past this size (one backup kept)."
     ).tag(config=True)
