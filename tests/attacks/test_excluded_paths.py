@@ -160,3 +160,10 @@ async def test_the_setting_decides_what_is_excluded(kernel, home):
     finally:
         kernel.run(f"import ipymcp._state as _s; _s.runtime.config.excluded_paths = {default!r}; del _s")
     assert refused(await call(kernel, "read_file", path=".ssh/id_rsa"))
+
+
+def test_the_readme_lists_every_default_exclusion():
+    from ipymcp.files import HOME_EXCLUSIONS
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert [entry for entry in HOME_EXCLUSIONS if f"`{entry}`" not in readme] == []

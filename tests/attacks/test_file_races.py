@@ -14,6 +14,7 @@ Before the fix, path-based checks then uses lost these races within a few dozen 
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import os
 import signal
@@ -31,10 +32,13 @@ pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the swapper uses Linux renameat2"),
 ]
 
-# Measured on the unfixed code (3 runs each): the swap races were lost within 2-122 tries, the
-# no-overwrite race within 8-118. A try costs ~10-30 ms, so these stay a few seconds per case.
-RACE_TRIES = 150
-CLOBBER_TRIES = 400
+# Calls raced at once per round (the server runs file tools on worker threads), and rounds.
+# Measured on the unfixed code: the swap races were lost within 2-122 sequential calls on a quiet
+# machine, within rounds 2-55 of 4 calls with the machine loaded 8x; the no-overwrite race within
+# 8-118 calls. A round costs ~50-150 ms.
+LANES = 4
+RACE_ROUNDS = int(os.environ.get("ROUNDS", 50))
+CLOBBER_ROUNDS = int(os.environ.get("ROUNDS", 100))
 OUTSIDE_SECRET = "OUTSIDE-SECRET-CONTENT"
 
 _SWAPPER = textwrap.dedent(
@@ -118,11 +122,11 @@ def arena(kernel, tmp_path_factory):
     if not _have_renameat2():
         pytest.skip("libc has no renameat2")
     outside = tmp_path_factory.mktemp("outside")
-    (outside / "target").mkdir()
-    (outside / "target" / "f1.txt").write_text(OUTSIDE_SECRET)
-    (outside / "target" / "outside-only.txt").write_text(OUTSIDE_SECRET)
-    (outside / "target" / "sub").mkdir()
-    (outside / "target" / "sub" / "deep.txt").write_text(OUTSIDE_SECRET)
+    for lane in range(LANES):
+        (outside / f"t{lane}" / "sub").mkdir(parents=True)
+        (outside / f"t{lane}" / "f1.txt").write_text(OUTSIDE_SECRET)
+        (outside / f"t{lane}" / "outside-only.txt").write_text(OUTSIDE_SECRET)
+        (outside / f"t{lane}" / "sub" / "deep.txt").write_text(OUTSIDE_SECRET)
     (outside / "keep.txt").write_text(OUTSIDE_SECRET)
     work = Path(kernel.cwd) / f"race-{time.monotonic_ns()}"
     work.mkdir()
@@ -131,61 +135,58 @@ def arena(kernel, tmp_path_factory):
     swapper.stop()
 
 
-def fill_target(directory: Path) -> None:
-    """The inside twin of outside/target, (re)created while the swapper is paused."""
-    target = directory / "target"
-    target.mkdir(exist_ok=True)
-    (target / "f1.txt").write_text("inside\n")
-    (target / "sub").mkdir(exist_ok=True)
-    (target / "sub" / "deep.txt").write_text("inside\n")
+def fill_targets(directory: Path) -> None:
+    """The inside twins of outside/t<lane>, (re)created while the swapper is paused."""
+    for lane in range(LANES):
+        target = directory / f"t{lane}"
+        (target / "sub").mkdir(parents=True, exist_ok=True)
+        (target / "f1.txt").write_text("inside\n")
+        (target / "sub" / "deep.txt").write_text("inside\n")
 
 
-def clear(directory: Path, *names: str) -> None:
+def clear(directory: Path, prefix: str) -> None:
     import shutil
 
-    for name in names:
-        path = directory / name
+    for lane in range(LANES):
+        path = directory / f"{prefix}{lane}"
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         elif path.exists() or path.is_symlink():
             path.unlink()
 
 
-# Each case: the tool call, and how to reset the inside between tries (swapper paused).
+# Each case: the tool call of one lane, and how to reset the inside between rounds (swapper paused).
 CASES = {
     "delete_path": (
-        lambda work: ("delete_path", {"path": f"{work}/p/target", "recursive": True}),
-        lambda inside, work: fill_target(inside),
+        lambda work, lane: ("delete_path", {"path": f"{work}/p/t{lane}", "recursive": True}),
+        lambda inside, work: fill_targets(inside),
     ),
     "move_path": (
-        lambda work: ("move_path", {"src": f"{work}/p/target", "dst": f"{work}/moved"}),
-        lambda inside, work: (clear(work, "moved"), fill_target(inside)),
+        lambda work, lane: ("move_path", {"src": f"{work}/p/t{lane}", "dst": f"{work}/moved{lane}"}),
+        lambda inside, work: (clear(work, "moved"), fill_targets(inside)),
     ),
     "write_file": (
-        lambda work: (
-            "write_file",
-            {"path": f"{work}/p/newdir/x.txt", "content": "agent\n", "overwrite": True},
-        ),
-        lambda inside, work: clear(inside, "newdir"),
+        lambda work, lane: ("write_file", {"path": f"{work}/p/new{lane}/x.txt", "content": "agent\n"}),
+        lambda inside, work: clear(inside, "new"),
     ),
     "write_file_existing_dir": (
-        lambda work: (
+        lambda work, lane: (
             "write_file",
-            {"path": f"{work}/p/target/f1.txt", "content": "agent\n", "overwrite": True},
+            {"path": f"{work}/p/t{lane}/f1.txt", "content": "agent\n", "overwrite": True},
         ),
-        lambda inside, work: fill_target(inside),
+        lambda inside, work: fill_targets(inside),
     ),
     "make_directory": (
-        lambda work: ("make_directory", {"path": f"{work}/p/d1/d2"}),
-        lambda inside, work: clear(inside, "d1"),
+        lambda work, lane: ("make_directory", {"path": f"{work}/p/d{lane}/d2"}),
+        lambda inside, work: clear(inside, "d"),
     ),
     "read_file": (
-        lambda work: ("read_file", {"path": f"{work}/p/target/f1.txt"}),
-        lambda inside, work: fill_target(inside),
+        lambda work, lane: ("read_file", {"path": f"{work}/p/t{lane}/f1.txt"}),
+        lambda inside, work: fill_targets(inside),
     ),
     "list_files": (
-        lambda work: ("list_files", {"path": f"{work}/p/target", "recursive": True}),
-        lambda inside, work: fill_target(inside),
+        lambda work, lane: ("list_files", {"path": f"{work}/p/t{lane}", "recursive": True}),
+        lambda inside, work: fill_targets(inside),
     ),
 }
 
@@ -193,21 +194,21 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 async def test_swapping_a_parent_for_a_symlink_never_reaches_outside_the_root(kernel, arena, case):
     work, outside, swapper = arena
-    relative_work = work.name
     make_call, reset = CASES[case]
     before = snapshot(outside)
     outcomes = {"worked": 0, "refused": 0}
     reset(swapper.pause(), work)
     swapper.resume()
     async with kernel.client() as client:
-        for attempt in range(RACE_TRIES):
-            name, arguments = make_call(relative_work)
-            result = await client.call_tool(name, arguments)
-            text = text_of(result)
-            outcomes["refused" if result.is_error else "worked"] += 1
-            assert OUTSIDE_SECRET not in text and "outside-only" not in text, (attempt, text)
+        for attempt in range(RACE_ROUNDS):
+            calls = [make_call(work.name, lane) for lane in range(LANES)]
+            results = await asyncio.gather(*(client.call_tool(name, arguments) for name, arguments in calls))
+            texts = [text_of(result) for result in results]
+            for result, text in zip(results, texts, strict=True):
+                outcomes["refused" if result.is_error else "worked"] += 1
+                assert OUTSIDE_SECRET not in text and "outside-only" not in text, (attempt, text)
             inside = swapper.pause()
-            assert snapshot(outside) == before, f"{case}: outside changed on try {attempt + 1}: {text}"
+            assert snapshot(outside) == before, f"{case}: outside changed in round {attempt + 1}: {texts}"
             reset(inside, work)
             swapper.resume()
     # The race was run only if both happened: calls that worked inside, calls refused mid-swap.
@@ -218,37 +219,39 @@ async def test_swapping_a_parent_for_a_symlink_never_reaches_outside_the_root(ke
 _CREATOR = textwrap.dedent(
     """
     import os, sys
-    held, destination, trash, log = sys.argv[1:5]
+    held, work, lanes, log = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     mine = os.stat(held).st_ino
     report = os.open(log, os.O_WRONLY | os.O_APPEND)
     print("ready", flush=True)
     while True:
-        try:
-            os.link(held, destination)  # the destination appears (atomically, with content) ...
-        except FileExistsError:
-            continue
-        try:
-            os.rename(destination, trash)  # ... and goes again; if what left is not ours, ours was replaced
-        except FileNotFoundError:
-            continue  # the test removed it meanwhile
-        if os.lstat(trash).st_ino != mine:
-            os.write(report, b"X")
-            os.rename(trash, destination)
-        else:
-            os.unlink(trash)
+        for lane in range(lanes):
+            destination, trash = f"{work}/dst{lane}", f"{work}/.trash{lane}"
+            try:
+                os.link(held, destination)  # the destination appears (atomically, with content) ...
+            except FileExistsError:
+                continue
+            try:
+                os.rename(destination, trash)  # ... and goes; if what left is not ours, ours was replaced
+            except FileNotFoundError:
+                continue  # the test removed it meanwhile
+            if os.lstat(trash).st_ino != mine:
+                os.write(report, b"X")
+                os.rename(trash, destination)
+            else:
+                os.unlink(trash)
     """
 )
 
 
 async def test_a_no_overwrite_move_never_replaces_a_file_created_meanwhile(kernel, tmp_path):
-    """The destination blinks in and out; a move without overwrite=True must never replace it."""
+    """Destinations blink in and out; a move without overwrite=True must never replace one."""
     work = Path(kernel.cwd) / f"clobber-{time.monotonic_ns()}"
     work.mkdir()
     held, log = tmp_path / "precious", tmp_path / "report"
     held.write_text("precious\n")
     log.write_bytes(b"")
     creator = subprocess.Popen(
-        [sys.executable, "-c", _CREATOR, str(held), str(work / "dst"), str(work / ".trash"), str(log)],
+        [sys.executable, "-c", _CREATOR, str(held), str(work), str(LANES), str(log)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -256,26 +259,31 @@ async def test_a_no_overwrite_move_never_replaces_a_file_created_meanwhile(kerne
     try:
         assert creator.stdout.readline().strip() == "ready"
         async with kernel.client() as client:
-            for attempt in range(CLOBBER_TRIES):
-                (work / "src").write_text(f"agent {attempt}\n")
-                result = await client.call_tool(
-                    "move_path", {"src": f"{work.name}/src", "dst": f"{work.name}/dst"}
+            for attempt in range(CLOBBER_ROUNDS):
+                for lane in range(LANES):
+                    (work / f"src{lane}").write_text(f"agent {attempt}\n")
+                results = await asyncio.gather(
+                    *(
+                        client.call_tool(
+                            "move_path", {"src": f"{work.name}/src{lane}", "dst": f"{work.name}/dst{lane}"}
+                        )
+                        for lane in range(LANES)
+                    )
                 )
-                text = text_of(result)
-                if result.is_error:
-                    assert "already exists" in text and "overwrite=True" in text, text
-                    outcomes["refused"] += 1
-                else:
-                    outcomes["moved"] += 1
-                    stopped(creator)
-                    (work / "dst").unlink(missing_ok=True)
-                    creator.send_signal(signal.SIGCONT)
+                for result in results:
+                    text = text_of(result)
+                    if result.is_error:
+                        assert "already exists" in text and "overwrite=True" in text, text
+                    outcomes["refused" if result.is_error else "moved"] += 1
+                stopped(creator)  # a replacement is noticed by the creator just after it happens
                 assert log.read_bytes() == b"", (
-                    f"try {attempt + 1}: the move replaced a file created meanwhile"
+                    f"round {attempt + 1}: a move replaced a file created meanwhile"
                 )
+                for lane, result in enumerate(results):
+                    if not result.is_error:
+                        (work / f"dst{lane}").unlink()
+                creator.send_signal(signal.SIGCONT)
         assert creator.poll() is None, "the creating process died: the race was not run"
-        stopped(creator)  # a replacement in the last try is noticed by the creator just after the call
-        assert log.read_bytes() == b"", "the last move replaced a file created meanwhile"
     finally:
         creator.send_signal(signal.SIGCONT)
         creator.kill()
