@@ -237,6 +237,14 @@ class Exclusions:
     def identity(self, info: os.stat_result) -> str | None:
         return self._identities.get((info.st_dev, info.st_ino))
 
+    def under(self, directory: str) -> Exclusions:
+        """The same exclusions, with only the paths below ``directory`` (a listing's base) to compare."""
+        narrowed = Exclusions((), directory)
+        prefix = directory.rstrip(os.sep) + os.sep
+        narrowed._paths = [(path, entry) for path, entry in self._paths if path.startswith(prefix)]
+        narrowed._identities = self._identities
+        return narrowed
+
 
 class _NotFound(WorkspaceError):
     """A directory on the way does not exist (callers that know what was meant rephrase it)."""
@@ -423,7 +431,8 @@ class Workspace:
     ) -> list[str]:
         lines: list[str] = []
         shown, more, hidden, excluded, scanned, quoted = 0, False, 0, 0, 0, False
-        for dir_fd, entry, entry_path, entry_stat in self._entries(base_fd, base, recursive):
+        below = self.excluded.under(base)  # up to 50,000 entries are compared: only with what can match
+        for dir_fd, entry, entry_path, entry_stat in self._entries(base_fd, base, recursive, below):
             scanned += 1
             if scanned > _SCAN_LIMIT:
                 lines.append(f"[stopped after scanning {_SCAN_LIMIT:,} entries; list a subdirectory instead]")
@@ -432,7 +441,7 @@ class Workspace:
             if not include_hidden and _is_hidden(entry):
                 hidden += 1
                 continue
-            if self._is_excluded_entry(entry_path, entry_stat):
+            if self._is_excluded_entry(entry_path, entry_stat, below):
                 excluded += 1
                 continue
             if pattern and not _matches(pattern, os.path.relpath(entry_path, base)):
@@ -468,7 +477,7 @@ class Workspace:
         return lines
 
     def _entries(
-        self, base_fd: int, base: str, recursive: bool
+        self, base_fd: int, base: str, recursive: bool, below: Exclusions
     ) -> Iterator[tuple[int, str, str, os.stat_result]]:
         """(directory fd, name, real path, lstat) per entry, breadth first, directories first.
 
@@ -492,7 +501,7 @@ class Workspace:
                     entry_path = os.path.join(base, *parts, entry.name)
                     yield dir_fd, entry.name, entry_path, entry_stat
                     if recursive and stat.S_ISDIR(entry_stat.st_mode) and not _is_hidden(entry.name):
-                        if not self._is_excluded_entry(entry_path, entry_stat):
+                        if not self._is_excluded_entry(entry_path, entry_stat, below):
                             pending.append((*parts, entry.name))
             except OSError:
                 continue
@@ -516,8 +525,8 @@ class Workspace:
             return None
         return fd
 
-    def _is_excluded_entry(self, entry_path: str, entry_stat: os.stat_result) -> bool:
-        if self.excluded.match(entry_path) is not None or self.excluded.identity(entry_stat) is not None:
+    def _is_excluded_entry(self, entry_path: str, entry_stat: os.stat_result, below: Exclusions) -> bool:
+        if below.match(entry_path) is not None or below.identity(entry_stat) is not None:
             return True
         if not stat.S_ISLNK(entry_stat.st_mode):
             return False
