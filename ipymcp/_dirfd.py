@@ -15,12 +15,15 @@ import os
 import stat
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 DIRECTORY_FLAGS = os.O_RDONLY | DIRECTORY | NOFOLLOW | CLOEXEC
 _COPY_CHUNK = 1 << 20
+_MAX_OPEN = 32  # descriptors a tree walk holds at most
+_MAX_COPY_DEPTH = 48  # a move across file systems copies trees this deep (2 descriptors a level)
 
 # renameat2 system call numbers, for a glibc older than 2.28 (no renameat2 wrapper).
 _SYS_RENAMEAT2 = {
@@ -69,40 +72,88 @@ def count_entries(name: str, dir_fd: int) -> int:
 def remove_tree(name: str, dir_fd: int, check_directory: Callable[[os.stat_result], None]) -> int:
     """Delete directory ``name`` in ``dir_fd`` and everything in it; returns the non-directories removed.
 
-    Depth-first with one open descriptor per level (an explicit stack, no recursion limit). A
-    symlink is unlinked, never entered. ``check_directory`` sees each directory before it is
-    emptied and raises to stop (an excluded location mounted inside the tree).
+    Depth-first over an explicit stack (no recursion limit). A symlink is unlinked, never
+    entered. At most ``_MAX_OPEN`` levels hold a descriptor (the kernel shares its descriptors
+    with the user's code): a level whose descriptor was closed is reopened by name from the
+    nearest open ancestor, and must still be the same directory (device, inode), else the walk
+    stops. ``check_directory`` sees each directory before it is emptied and raises to stop (an
+    excluded location mounted inside the tree).
     """
     removed = 0
-    stack: list[tuple[int, str, list[str]]] = []
+    stack: list[_Level] = []
     try:
         _enter(stack, name, dir_fd, check_directory)
         while stack:
-            current_fd, current_name, subdirectories = stack[-1]
-            if subdirectories:
-                _enter(stack, subdirectories.pop(), current_fd, check_directory)
+            level = stack[-1]
+            current_fd = _opened(stack, len(stack) - 1, dir_fd)
+            if level.subdirectories:
+                _enter(stack, level.subdirectories.pop(), current_fd, check_directory)
                 continue
             removed += _unlink_all(current_fd)
             stack.pop()
             os.close(current_fd)
-            os.rmdir(current_name, dir_fd=stack[-1][0] if stack else dir_fd)
+            os.rmdir(level.name, dir_fd=_opened(stack, len(stack) - 1, dir_fd) if stack else dir_fd)
     finally:
-        for fd, _, _ in stack:
-            os.close(fd)
+        for level in stack:
+            if level.fd is not None:
+                os.close(level.fd)
     return removed
 
 
+@dataclass
+class _Level:
+    name: str
+    fd: int | None
+    identity: tuple[int, int]
+    subdirectories: list[str]
+
+
 def _enter(
-    stack: list[tuple[int, str, list[str]]],
-    name: str,
-    dir_fd: int,
-    check_directory: Callable[[os.stat_result], None],
+    stack: list[_Level], name: str, dir_fd: int, check_directory: Callable[[os.stat_result], None]
 ) -> None:
     fd = open_directory(name, dir_fd)
-    stack.append((fd, name, []))
-    check_directory(os.fstat(fd))
+    info = os.fstat(fd)
+    stack.append(_Level(name, fd, (info.st_dev, info.st_ino), []))
+    check_directory(info)
     with os.scandir(fd) as scan:
-        stack[-1][2].extend(entry.name for entry in scan if entry.is_dir(follow_symlinks=False))
+        stack[-1].subdirectories.extend(entry.name for entry in scan if entry.is_dir(follow_symlinks=False))
+    _close_shallow_levels(stack)
+
+
+def _close_shallow_levels(stack: list[_Level]) -> None:
+    """Keep descriptors for the deepest ``_MAX_OPEN`` levels only."""
+    open_levels = [level for level in stack if level.fd is not None]
+    for level in open_levels[: max(0, len(open_levels) - _MAX_OPEN)]:
+        os.close(level.fd)  # type: ignore[arg-type]
+        level.fd = None
+
+
+def _opened(stack: list[_Level], index: int, base_fd: int) -> int:
+    """The descriptor of ``stack[index]``, reopened by name from the nearest open ancestor if closed."""
+    if stack[index].fd is not None:
+        return stack[index].fd  # type: ignore[return-value]
+    start = index
+    while start > 0 and stack[start - 1].fd is None:
+        start -= 1
+    fd = stack[start - 1].fd if start > 0 else base_fd
+    passing: int | None = None  # a level on the way down that stays closed (outside the window)
+    for position in range(start, index + 1):
+        level = stack[position]
+        child = open_directory(level.name, fd)  # type: ignore[arg-type]
+        if passing is not None:
+            os.close(passing)
+            passing = None
+        info = os.fstat(child)
+        if (info.st_dev, info.st_ino) != level.identity:
+            os.close(child)
+            raise OSError(errno.ESTALE, "the tree was changed while it was being deleted", level.name)
+        if index - position < _MAX_OPEN:
+            level.fd = child
+        else:
+            passing = child
+        fd = child
+    _close_shallow_levels(stack)
+    return stack[index].fd  # type: ignore[return-value]
 
 
 def _unlink_all(dir_fd: int) -> int:
@@ -196,7 +247,9 @@ def _native_noreplace() -> Callable[[int, str, int, str], None] | None:
 
 
 # -- copying across file systems (a move that rename cannot do) --------------------------------
-def copy_entry(src_fd: int, src: str, dst_fd: int, dst: str, check: Callable[[os.stat_result], None]) -> None:
+def copy_entry(
+    src_fd: int, src: str, dst_fd: int, dst: str, check: Callable[[os.stat_result], None], depth: int = 0
+) -> None:
     """Copy ``src`` (a file, symlink or directory tree) to the new name ``dst``, never following links.
 
     ``dst`` must not exist (created exclusively). Permissions are copied; FIFOs, sockets and
@@ -211,13 +264,20 @@ def copy_entry(src_fd: int, src: str, dst_fd: int, dst: str, check: Callable[[os
     elif stat.S_ISREG(info.st_mode):
         _copy_file(src_fd, src, dst_fd, dst, mode)
     elif stat.S_ISDIR(info.st_mode):
+        if depth >= _MAX_COPY_DEPTH:
+            raise OSError(
+                errno.E2BIG,
+                f"the tree is more than {_MAX_COPY_DEPTH} levels deep to copy onto another file system; "
+                "nothing was moved: move it with run_command (mv)",
+                src,
+            )
         os.mkdir(dst, 0o700, dir_fd=dst_fd)
         from_fd, to_fd = open_directory(src, src_fd), open_directory(dst, dst_fd)
         try:
             with os.scandir(from_fd) as scan:
                 names = [entry.name for entry in scan]
             for name in names:
-                copy_entry(from_fd, name, to_fd, name, check)
+                copy_entry(from_fd, name, to_fd, name, check, depth + 1)
             os.fchmod(to_fd, mode)
         finally:
             os.close(from_fd)

@@ -372,7 +372,7 @@ def test_moves_across_file_systems_copy_through_descriptors_and_never_clobber(tm
         import os, sys
         from ipymcp.files import Workspace, WorkspaceError
         root = sys.argv[1]
-        workspace = Workspace(root, excluded=[])
+        workspace = Workspace(root)
         print(workspace.move_path("tree", "mnt/tree"))
         print(workspace.move_path("file.txt", "mnt/file.txt"))
         print("mode", oct(os.stat(os.path.join(root, "mnt/file.txt")).st_mode & 0o777))
@@ -382,6 +382,11 @@ def test_moves_across_file_systems_copy_through_descriptors_and_never_clobber(tm
         except WorkspaceError as exc:
             print("refused:", exc)
         print(workspace.move_path("again.txt", "mnt/file.txt", overwrite=True))
+        os.makedirs(os.path.join(root, "deep", *["d"] * 60))
+        try:
+            workspace.move_path("deep", "mnt/deep")
+        except WorkspaceError as exc:
+            print("too deep:", exc)
         for current, dirs, files in sorted(os.walk(os.path.join(root, "mnt"))):
             for name in sorted(dirs + files):
                 path = os.path.join(current, name)
@@ -412,7 +417,9 @@ def test_moves_across_file_systems_copy_through_descriptors_and_never_clobber(tm
     assert "found mnt/tree/link link /etc/passwd" in out  # the link itself, never its target
     assert "found mnt/tree/sub/a.txt hello" in out
     assert "mode 0o640" in out and "found mnt/file.txt again" in out  # permissions copied; then replaced
-    assert sorted(os.listdir(tmp_path)) == ["mnt"]  # sources gone, no temp files left
+    assert "too deep: could not move deep: the tree is more than 48 levels deep" in out
+    assert sorted(os.listdir(tmp_path)) == ["deep", "mnt"]  # sources gone but the refused one
+    assert "found mnt/deep" not in out and ".ipymcp-tmp" not in out  # no half copy left
 
 
 @pytest.mark.parametrize("native", [True, False], ids=["renameat2", "without renameat2"])
@@ -440,3 +447,39 @@ def test_no_overwrite_moves_refuse_an_existing_destination_with_or_without_renam
     assert workspace.write_file("new.txt", "n\n") == "Created new.txt: 2 bytes, 1 lines."
     with pytest.raises(WorkspaceError, match="already exists"):
         workspace.write_file("new.txt", "again\n")
+
+
+def test_a_very_deep_tree_is_deleted_with_few_descriptors():
+    """1,500 nested directories under a 200-descriptor limit: the walk must not hold one fd per level.
+
+    (The kernel shares its descriptors with the user's code; a delete must not starve it.) The
+    tree lives outside pytest's tmp_path, whose own cleanup cannot delete a tree that deep.
+    """
+    script = textwrap.dedent(
+        """
+        import os, resource, sys
+        from ipymcp.files import Workspace
+        root = sys.argv[1]
+        os.chdir(root)
+        for _ in range(1500):  # relative steps: the full path is longer than PATH_MAX
+            os.mkdir("d")
+            os.chdir("d")
+        open("leaf.txt", "w").write("x")
+        os.chdir(root)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        print(Workspace(root, excluded=[]).delete_path("d", recursive=True))
+        print(sorted(os.listdir(root)))
+        """
+    )
+    memory = (
+        "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    )  # 1,500 rmdirs on a busy disk take seconds
+    root = tempfile.mkdtemp(prefix="ipymcp-deep-", dir=memory)
+    try:
+        done = subprocess.run(
+            [KERNEL_PYTHON, "-c", script, root], capture_output=True, text=True, timeout=120
+        )
+    finally:
+        subprocess.run(["rm", "-rf", root], check=True)
+    assert "Deleted directory d (1 files)." in done.stdout, done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"
