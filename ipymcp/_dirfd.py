@@ -15,7 +15,6 @@ import os
 import stat
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -100,12 +99,13 @@ def remove_tree(name: str, dir_fd: int, check_directory: Callable[[os.stat_resul
     return removed
 
 
-@dataclass
 class _Level:
-    name: str
-    fd: int | None
-    identity: tuple[int, int]
-    subdirectories: list[str]
+    """One directory on the way down: its name, descriptor (None when closed) and identity."""
+
+    __slots__ = ("name", "fd", "identity", "subdirectories")
+
+    def __init__(self, name: str, fd: int | None, identity: tuple[int, int], subdirectories: list[str]):
+        self.name, self.fd, self.identity, self.subdirectories = name, fd, identity, subdirectories
 
 
 def _enter(
