@@ -48,6 +48,15 @@ class IPyMCP(Configurable):
         help="The directory file tools may reach (and where commands start); empty: the notebook's "
         "directory, else the kernel's working directory when ipymcp loaded.",
     ).tag(config=True)
+    excluded_paths = List(
+        Unicode(),
+        help="Locations no file tool reads, lists, writes, moves or deletes: where secrets and "
+        "configuration live. Matched on real paths (a symlink or hard link into them is refused too); "
+        "'~' is expanded, relative entries are under the workspace root. Default: the Jupyter runtime, "
+        "data and config directories, IPython's directory, the kernel environment's etc/jupyter and "
+        "etc/ipython, and ~/.ssh, ~/.aws, ~/.config, ~/.local, ~/.netrc ... (the README lists them). Add "
+        "with c.IPyMCP.excluded_paths.append(path); [] turns exclusion off.",
+    ).tag(config=True)
     read_max_bytes = Integer(
         10_000_000,
         help="Largest file read_file reads whole (images, notebooks, line counts); larger text files "
@@ -151,3 +160,9 @@ class IPyMCP(Configurable):
     @default("token")
     def _default_token(self) -> str:
         return os.environ.get("IPYMCP_TOKEN", "")
+
+    @default("excluded_paths")
+    def _default_excluded_paths(self) -> list[str]:
+        from .files import default_excluded_paths
+
+        return default_excluded_paths()

@@ -21,10 +21,11 @@ Path_ = Annotated[
 ]
 
 
-def workspace_for(runtime: Runtime, load_cwd: str) -> Workspace:
+def workspace_for(runtime: Runtime, load_cwd: str, *, exclusions: bool = True) -> Workspace:
+    """The workspace for one call; ``exclusions=False`` for the terminal, a shell that is not confined."""
     config = runtime.config
     root = workspace_root(config.root_dir, runtime.notebook_path, load_cwd)
-    return Workspace(root, Limits.from_config(config))
+    return Workspace(root, Limits.from_config(config), config.excluded_paths if exclusions else ())
 
 
 def _shown_edit(arguments: dict[str, Any]) -> Diff | None:
