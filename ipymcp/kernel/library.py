@@ -45,7 +45,7 @@ ALLOW_LIST: dict[str, dict[str, str]] = {
     },
     "pandas.Index": {
         **dict.fromkeys(("shape", "dtype", "name", "names", "ndim", "size", "nlevels"), PATH),
-        **dict.fromkeys(("memory_usage", "to_numpy", "inferred_type"), PREVIEW),
+        **dict.fromkeys(("memory_usage", "to_numpy", "inferred_type", "__getitem__"), PREVIEW),
         SUBSCRIPT: "a position or a slice",
     },
     "numpy.ndarray": {

@@ -17,6 +17,7 @@ from .previews import bounded_text, plain_text, safe_repr, take
 _STATS_MAX_ELEMENTS = 1_000_000
 _TABLE_ROWS, _TABLE_COLUMNS = 5, 20
 _SYMPY_MAX_NODES = 10_000
+_MEMORY_MAX_COLUMNS = 1_000
 
 
 def summary(value: Any) -> tuple[str, int | None] | None:
@@ -83,7 +84,7 @@ def _numpy_scalar_preview(value: Any, max_chars: int) -> dict[str, Any]:
 
 def _frame_summary(frame: Any) -> tuple[str, int | None]:
     columns = _get(frame, "columns")
-    labels = [plain_text(label, 30) for label in take(_get(columns, "to_numpy")(dtype=object), 8)]
+    labels = [plain_text(label, 30) for label in _first_labels(columns, 8)]
     more = ", …" if int(_get(columns, "size")) > len(labels) else ""
     return f"shape={_get(frame, 'shape')} columns=[{', '.join(labels)}{more}]", _memory(frame)
 
@@ -127,7 +128,7 @@ def _index_summary(index: Any) -> tuple[str, int | None]:
 
 
 def _index_preview(index: Any, max_chars: int) -> dict[str, Any]:
-    labels = [plain_text(v, 60) for v in take(_get(index, "to_numpy")(dtype=object), 20)]
+    labels = [plain_text(v, 60) for v in _first_labels(index, 20)]
     return {
         "length": int(_get(index, "size")),
         "dtype": _dtype_text(_get(index, "dtype")),
@@ -146,8 +147,14 @@ def _table(frame: Any) -> str:
     return frame_class(cells, index=index, columns=columns).to_string()
 
 
+def _first_labels(index: Any, count: int) -> list:
+    """The first labels of an Index as Python objects; only those are converted (a 2M-row index
+    stays as it is)."""
+    return list(_get(_get(index, "__getitem__")(slice(0, count)), "to_numpy")(dtype=object))
+
+
 def _labels(series: Any) -> list:
-    return list(take(_get(_get(series, "index"), "to_numpy")(dtype=object), 50))
+    return _first_labels(_get(series, "index"), 50)
 
 
 def _cells(series: Any) -> list:
@@ -159,8 +166,11 @@ def _dtype_text(dtype: Any) -> str:
 
 
 def _memory(value: Any) -> int | None:
-    """Bytes held, without looking into object elements (deep=False)."""
+    """Bytes held, without looking into object elements (deep=False); not for very wide frames
+    (pandas builds a Series per column: 20,000 columns take seconds)."""
     try:
+        if library.is_a(value, "pandas.DataFrame") and _get(value, "shape")[1] > _MEMORY_MAX_COLUMNS:
+            return None
         if library.is_a(value, "pandas.Index"):
             return int(_get(value, "memory_usage")(deep=False))
         usage = _get(value, "memory_usage")(index=True, deep=False)
@@ -377,7 +387,7 @@ def _values(data: Any) -> dict[str, Any]:
     if library.is_a(data, "numpy.ndarray"):
         preview_ = _ndarray_preview(data, 2000)
         return {k: preview_[k] for k in ("first_values", "stats") if k in preview_}
-    return {"first_values": [plain_text(v) for v in take(_get(data, "to_numpy")(dtype=object), 10)]}
+    return {"first_values": [plain_text(v) for v in _first_labels(data, 10)]}
 
 
 def _dataarray_facts(array: Any) -> dict[str, Any]:
@@ -467,10 +477,10 @@ def _attrs(attrs: Any) -> dict[str, str]:
 # -- sympy: printed by sympy, only when every node is sympy's own class -------------------------
 
 
-def _walk_expression(expression: Any) -> tuple[int, str | None, list[str]]:
+def _walk_expression(expression: Any, max_nodes: int) -> tuple[int, str | None, list[str]]:
     """(nodes seen, the first foreign class if any, free symbol names), from the stored tree."""
     stack, nodes, symbols = [expression], 0, []
-    while stack and nodes <= _SYMPY_MAX_NODES:
+    while stack and nodes <= max_nodes:
         node = stack.pop()
         nodes += 1
         if not library.is_a(node, "sympy.Basic"):
@@ -485,19 +495,19 @@ def _walk_expression(expression: Any) -> tuple[int, str | None, list[str]]:
     return nodes, None, symbols
 
 
-def _sympy_text(expression: Any, limit: int) -> tuple[str, dict[str, Any]]:
-    nodes, foreign, symbols = _walk_expression(expression)
+def _sympy_text(expression: Any, limit: int, max_nodes: int = _SYMPY_MAX_NODES) -> tuple[str, dict[str, Any]]:
+    nodes, foreign, symbols = _walk_expression(expression, max_nodes)
     facts: dict[str, Any] = {"free_symbols": sorted(symbols)[:50], "nodes": nodes}
     if foreign is not None:
         return f"not printed: it contains {foreign}, defined outside sympy, whose printing code inspection does not run", facts
-    if nodes > _SYMPY_MAX_NODES:
-        facts["nodes"] = f"more than {_SYMPY_MAX_NODES:,}"
-        return "not printed: a very large expression; print a part with execute", facts
+    if nodes > max_nodes:
+        facts["nodes"] = f"more than {max_nodes:,}"
+        return f"not printed: more than {max_nodes:,} nodes; print a part with execute", facts
     return bounded_text(_get(expression, "__str__")(), limit), facts
 
 
 def _sympy_summary(expression: Any) -> tuple[str, int | None]:
-    text, _ = _sympy_text(expression, 80)
+    text, _ = _sympy_text(expression, 80, max_nodes=200)  # one line of many: keep it cheap
     return text, None
 
 

@@ -18,7 +18,7 @@ import types
 import uuid
 from typing import Any
 
-from . import static
+from . import library, static
 
 MAX_TEXT = 200
 _ITEMS = 50
@@ -66,8 +66,6 @@ def safe_repr(value: Any, limit: int = 120, depth: int = 0) -> str:
     member = enum_member(value)
     if member is not None:
         return bounded_text(member, limit)
-    from . import library
-
     if library.is_scalar(value):
         return bounded_text(repr(value), limit)
     summary = summary_text(value)
@@ -79,8 +77,6 @@ def plain_text(value: Any, limit: int = 40) -> str:
     base = static.builtin_base(type(value))
     if base is str:
         return bounded_text(str.__str__(value), limit)
-    from . import library
-
     if library.is_scalar(value):
         return bounded_text(str(value), limit)
     return safe_repr(value, limit)
@@ -167,11 +163,11 @@ def summary_text(value: Any) -> str:
 
 def _summary(value: Any) -> tuple[str, int | None]:
     cls = type(value)
-    if static.one_of(cls, _SCALARS):
+    if cls is int or cls is float or cls is bool or value is None or cls is complex:  # the common case, first
         return bounded_text(_scalar_repr(value)), sys.getsizeof(value)
     base = static.builtin_base(cls)
     if base is not None and base is not cls:
-        from . import library, library_previews
+        from . import library_previews
 
         library_summary = library_previews.summary(value)
         if library_summary is not None:
@@ -186,7 +182,7 @@ def _summary(value: Any) -> tuple[str, int | None]:
             head = str.__repr__(str.__getitem__(value, slice(0, 60)))
             return f"len={str.__len__(value)} {bounded_text(head)}", size
         return f"len={base.__len__(value)}", size
-    from . import library, library_previews
+    from . import library_previews
 
     library_summary = library_previews.summary(value)
     if library_summary is not None:
@@ -219,9 +215,7 @@ def preview_value(path: str, value: Any, max_chars: int = 4000) -> dict[str, Any
 
 
 def _preview(value: Any, max_chars: int) -> dict[str, Any]:
-    from . import library_previews
-
-    from . import library
+    from . import library_previews  # it builds on this module
 
     cls = type(value)
     if static.one_of(cls, _SCALARS):

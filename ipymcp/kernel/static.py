@@ -53,15 +53,25 @@ def class_qualname(cls: type) -> str:
 def type_name(value: Any) -> str:
     """``pandas.DataFrame``, ``Model`` (for __main__), ``int``: short and code-free."""
     cls = type(value)
+    known = _builtin_names.get(id(cls))
+    if known is not None:
+        return known
     module, qualname = class_module(cls), class_qualname(cls)
     if module in ("builtins", "__main__"):
         return qualname
     return f"{module.split('.')[0]}.{qualname}"
 
 
-def one_of(cls: type, classes: tuple[type, ...] | frozenset[type]) -> bool:
+# Builtin types live as long as the interpreter: their ids are safe cache keys.
+_builtin_names = {id(cls): cls.__qualname__ for cls in (int, float, complex, bool, str, bytes, list, tuple, dict, set, type(None))}
+
+
+def one_of(cls: type, classes: tuple[type, ...]) -> bool:
     """``cls in classes`` by identity: ``in`` would call a metaclass's ``__eq__``/``__hash__``."""
-    return any(cls is klass for klass in classes)
+    for klass in classes:
+        if cls is klass:
+            return True
+    return False
 
 
 def is_subclass(cls: type, base: type) -> bool:
