@@ -49,7 +49,7 @@ def _ndarray_preview(array: Any, max_chars: int) -> dict[str, Any]:
     info: dict[str, Any] = {"shape": list(_get(array, "shape")), "dtype": str(dtype), "nbytes": int(_get(array, "nbytes"))}
     if size:
         info["first_values"] = _first_values(array, dtype)
-    if 0 < size <= _STATS_MAX_ELEMENTS and dtype.kind in "iufc":
+    if 0 < size <= _STATS_MAX_ELEMENTS and dtype.kind in "iuf":  # real numbers: JSON has no complex
         errstate = library.trusted_call("numpy", "errstate")
         with errstate(all="ignore"):
             info["stats"] = {key: _number(_get(array, key)()) for key in ("min", "max", "mean")}
