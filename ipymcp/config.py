@@ -29,7 +29,9 @@ class IPyMCP(Configurable):
     ).tag(config=True)
     start_timeout = Float(20.0, help="Seconds to wait for the server thread to come up.").tag(config=True)
 
-    execute_timeout = Float(60.0, help="Default timeout of the execute tool, in seconds.").tag(config=True)
+    execute_timeout = Float(
+        60.0, help="Seconds execute waits in total (queue + run) when the call gives no timeout."
+    ).tag(config=True)
     max_output_chars = Integer(
         20_000, help="Text budget per tool call; head and tail are kept when cut."
     ).tag(config=True)
@@ -40,7 +42,17 @@ class IPyMCP(Configurable):
     max_image_pixels = Integer(
         1_600_000, help="Images larger than this many pixels are downscaled (needs Pillow)."
     ).tag(config=True)
-    list_variables_limit = Integer(200, help="Default limit of list_variables.").tag(config=True)
+    list_variables_limit = Integer(
+        200, help="Rows list_variables returns when the call gives no limit."
+    ).tag(config=True)
+    inspection_timeout = Float(
+        10.0,
+        help="Seconds list_variables, inspect_variable and the variables resource may take; a call "
+        "over it is answered with an error and keeps its inspection thread until it returns.",
+    ).tag(config=True)
+    max_pattern_chars = Integer(
+        200, help="Longest list_variables pattern accepted; longer ones are refused."
+    ).tag(config=True)
 
     # -- files and terminal (ipymcp/files.py, ipymcp/terminal.py) -------------------------------
     root_dir = Unicode(
