@@ -99,6 +99,7 @@ class Runtime:
 
         sock = bind_remembered(self)  # the remembered port/token after a restart, when free
         self.capture_hooks.install()
+        self.bridge.install()
         self.cells.install()
         self.history = HistoryStore(
             self.shell, self.kernel, self.config.history_max_bytes, self.config.history_max_output_bytes

@@ -62,7 +62,9 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
         mode="cell" records the code in the kernel history with an execution count, like a cell.
         """
         timeout = config.execute_timeout if timeout is None else timeout
-        job = bridge.submit(lambda job: run_agent_code(shell, code, job, mode), description=_head(code))
+        job = bridge.submit(
+            lambda job: run_agent_code(shell, code, job, mode, config.max_output_chars), description=_head(code)
+        )
         outcome = await _await_job(job, timeout, ctx, runtime)
         budget = Budget(
             max_chars=config.max_output_chars,
@@ -72,6 +74,7 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
             fetch_hint="print a slice of the data instead, or write it to a file and read it in pages",
         )
         content = shape_outputs(outcome.outputs, budget)
+        content.extend(TextContent(type="text", text=note) for note in outcome.notes)
         if outcome.status == "interrupted" and job.interrupted:
             content.append(TextContent(type="text", text=f"[interrupted: {_why_interrupted(job, timeout)}]"))
         if not content:
