@@ -120,6 +120,27 @@ class IPyMCP(Configurable):
     max_request_body_bytes = Integer(
         4 * 1024 * 1024, help="Largest HTTP request body accepted; larger ones get 413."
     ).tag(config=True)
+    max_connections = Integer(
+        100,
+        help="HTTP connections open at once (each holds one of the kernel's file descriptors). At the "
+        "cap a new connection closes the oldest one that is not serving a request; when all are "
+        "serving, it is refused.",
+    ).tag(config=True)
+    header_timeout = Float(
+        10.0,
+        help="Seconds a connection may wait for its next request header; slower ones are closed. "
+        "Streams in progress (SSE, subscriptions/listen) are never closed for idling.",
+    ).tag(config=True)
+    max_sessions = Integer(
+        100,
+        help="MCP sessions (handshake-era clients) open at once; a new one beyond it is refused with "
+        "an error, never by closing an agent's session.",
+    ).tag(config=True)
+    session_idle_timeout = Float(
+        600.0,
+        help="Seconds after which a session with no request in flight and no open stream is closed "
+        "(the client then starts a new one).",
+    ).tag(config=True)
     max_concurrent_calls = Integer(
         32, help="Tool calls in progress at once, all clients together; more are refused."
     ).tag(config=True)
