@@ -115,7 +115,9 @@ class IPyMCP(Configurable):
     ).tag(config=True)
     approval_timeout = Float(120.0, help="Seconds to wait for the user's decision; no answer denies.").tag(config=True)
     audit_max_bytes = Integer(
-        5_000_000, help="The audit log rotates when it grows past this size (one backup kept)."
+        50_000_000,
+        help="Byte budget of the audit log: the current file and nine rotated ones together. Each line "
+        "is at most 8 KiB, so at least the last 5,000 calls are kept whatever their size.",
     ).tag(config=True)
     max_request_body_bytes = Integer(
         4 * 1024 * 1024, help="Largest HTTP request body accepted; larger ones get 413."
