@@ -8,7 +8,7 @@ It cannot be flushed away: every field is bounded, each line is at most ``LINE_M
 value cut to fit keeps its head plus its size and SHA-256), and the log rotates through ``FILES``
 files that together stay within ``audit_max_bytes``. So it always keeps at least
 ``guaranteed_calls(audit_max_bytes)`` calls however large each one is (5,000+ by default), and
-about 25 times more ordinary ones (~300 bytes a line).
+about 20 times more ordinary ones (~400 bytes a line).
 """
 
 from __future__ import annotations
