@@ -237,6 +237,28 @@ def test_a_silent_connection_is_dropped_after_the_timeout(flooded):
         assert sock.recv(65536) == b""
 
 
+def test_at_the_cap_connections_that_never_authenticated_go_first(flooded):
+    port = port_of(flooded.url)
+    request = (
+        f"GET /mcp HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {flooded.token}\r\n"
+        "Accept: text/event-stream\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as agent:
+        agent.sendall(request)
+        assert agent.recv(65536).startswith(b"HTTP/1.1 ")  # answered; the connection stays open
+        others = []
+        try:
+            for _ in range(110):  # past the cap of 100, each pushing out the oldest idle one
+                sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+                sock.sendall(HALF_HEADER)
+                others.append(sock)
+            agent.sendall(request)  # the oldest connection of all, but it authenticated
+            assert agent.recv(65536).startswith(b"HTTP/1.1 ")
+        finally:
+            for sock in others:
+                sock.close()
+
+
 async def test_authenticated_streams_outlive_the_header_timeout(flooded):
     events: list[Any] = []
     async with mcp_client(flooded.url, flooded.token) as modern, mcp_client(
