@@ -158,7 +158,7 @@ while not _stop.exists():  # a stat: needs no file descriptor
         _failures.append(str(e))
     if _go.exists() and _check is None:
         try:
-            _files = [open(os.devnull) for _ in range(600)]
+            _files = [open(os.devnull) for _ in range(400)]  # the server must leave the user room
             for _f in _files:
                 _f.close()
             import xml.dom.minidom  # first import in this kernel: opens files
