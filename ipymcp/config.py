@@ -141,10 +141,33 @@ class IPyMCP(Configurable):
         "call is refused with an error instead of being shown cut.",
     ).tag(config=True)
     audit_max_bytes = Integer(
-        5_000_000, help="The audit log rotates when it grows past this size (one backup kept)."
+        50_000_000,
+        help="Byte budget of the audit log: the current file and nine rotated ones together. Each line "
+        "is at most 8 KiB, so at least the last 5,000 calls are kept whatever their size.",
     ).tag(config=True)
     max_request_body_bytes = Integer(
         4 * 1024 * 1024, help="Largest HTTP request body accepted; larger ones get 413."
+    ).tag(config=True)
+    max_connections = Integer(
+        100,
+        help="HTTP connections open at once (each holds one of the kernel's file descriptors). At the "
+        "cap a new connection closes the oldest one that is not serving a request; when all are "
+        "serving, it is refused.",
+    ).tag(config=True)
+    header_timeout = Float(
+        10.0,
+        help="Seconds a connection may wait for its next request header; slower ones are closed. "
+        "Streams in progress (SSE, subscriptions/listen) are never closed for idling.",
+    ).tag(config=True)
+    max_sessions = Integer(
+        100,
+        help="MCP sessions (handshake-era clients) open at once; a new one beyond it is refused with "
+        "an error, never by closing an agent's session.",
+    ).tag(config=True)
+    session_idle_timeout = Float(
+        600.0,
+        help="Seconds after which a session with no request in flight and no open stream is closed "
+        "(the client then starts a new one).",
     ).tag(config=True)
     max_concurrent_calls = Integer(
         32, help="Tool calls in progress at once, all clients together; more are refused."

@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from . import sdk_compat
 from .pipeline import LevelRule, Pipeline
-from .security import BearerAuth, transport_security
+from .security import BearerAuth, SessionCap, sdk_transport_security
 
 if TYPE_CHECKING:
     from .._runtime import Runtime
@@ -142,17 +142,22 @@ def _notify_tools_changed(runtime: Runtime, pipeline: Pipeline, mcp: MCPServer) 
 
 
 def build_app(runtime: Runtime) -> Any:
-    """The ASGI app served on the kernel's server thread."""
+    """The ASGI app served on the kernel's server thread: Host, Origin and token checks first
+    (``BearerAuth``), then the session cap, then the SDK's Streamable HTTP app."""
     mcp, toolbox = build_mcp(runtime)
     runtime.mcp, runtime.toolbox = mcp, toolbox
     config = runtime.config
     app = mcp.streamable_http_app(
         streamable_http_path="/mcp",
-        transport_security=transport_security(config.allowed_hosts, config.allowed_origins),
+        transport_security=sdk_transport_security(),
         host=config.host,
         max_request_body_size=config.max_request_body_bytes,
+        max_sessions=config.max_sessions,
+        session_idle_timeout=config.session_idle_timeout,
     )
     # /mcp/v1 is served by the same session manager (same sessions, same tools).
     endpoint = next(r.endpoint for r in app.routes if isinstance(r, Route) and r.path == "/mcp")
     app.router.routes.append(Route("/mcp/v1", endpoint=endpoint))
-    return BearerAuth(app, runtime.token_holder, config.allowed_hosts, config.allowed_origins)
+    capped = SessionCap(app, config.max_sessions, config.session_idle_timeout)
+    runtime.http_auth = BearerAuth(capped, runtime.token_holder, config.allowed_hosts, config.allowed_origins)
+    return runtime.http_auth
