@@ -17,5 +17,6 @@ js: env
 	cd js && $(JLPM) install && $(JLPM) build:prod
 	$(PIP) install --no-deps -e . 2>&1 | grep -v '^WARNING: Location' || true
 
-test-browser: env install-chromium
+# The k6 environment (ipykernel 6.29) is one of the kernels the browser suite opens notebooks with.
+test-browser: env install-chromium .venvs/k6/.installed
 	CHROMIUM=$(CHROMIUM) $(PYTEST) tests/browser -m browser -q -p no:cacheprovider
