@@ -121,7 +121,8 @@ def test_mcp_magic_shows_status_masked_token_and_client_configs(fresh_kernel):
     shown = "".join(m["content"]["data"].get("text/markdown", "") for m in status if m["msg_type"] == "display_data")
     assert fresh_kernel.url in shown and "running" in shown
     assert fresh_kernel.token not in shown
-    assert fresh_kernel.run("%mcp token")["stdout"].strip() == fresh_kernel.token
+    revealed = fresh_kernel.run("%mcp token")["stdout"]  # no notebook view: the command that prints it
+    assert fresh_kernel.token not in revealed and f"token --kernel-id {fresh_kernel.kernel_id}" in revealed
     for client in ("claude-desktop", "claude-code", "vscode", "cursor"):
         config = fresh_kernel.run(f"%mcp config {client}")["stdout"]
         assert "ipymcp" in config and "connect" in config, client
@@ -129,7 +130,8 @@ def test_mcp_magic_shows_status_masked_token_and_client_configs(fresh_kernel):
     assert f"claude mcp add --transport http ipymcp {fresh_kernel.url}" in code
     vscode = fresh_kernel.run("%mcp config vscode")["stdout"]
     http_part = json.loads(vscode.split("# vscode: direct HTTP")[1].split("\n", 1)[1])
-    assert http_part["servers"]["ipymcp"]["headers"]["Authorization"] == f"Bearer {fresh_kernel.token}"
+    assert http_part["servers"]["ipymcp"]["headers"]["Authorization"] == "Bearer ${input:ipymcp-token}"
+    assert fresh_kernel.token not in vscode + code
 
 
 def test_configured_port_and_token_are_used(fresh_kernel):
