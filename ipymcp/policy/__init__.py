@@ -73,10 +73,8 @@ class Policy:
         self.in_flight = 0
         self._listeners: list[Callable[[], None]] = []
         self._lock = threading.Lock()
-        if start.sources:
-            self.audit.record(
-                {"event": "permissions at start", "level": self.level, "approval": self.approval, "from": start.sources}
-            )
+        # Audited from the server thread (tighten_from_notebook): no writer thread during %load_ext.
+        self._start_sources = start.sources
 
     # -- permission level ----------------------------------------------------------------------
     def allows(self, required: str) -> bool:
@@ -111,20 +109,22 @@ class Policy:
         self.audit.record({"event": "approval", "enabled": self.approval})
 
     def tighten_from_notebook(self) -> None:
-        """Apply the notebook's ``metadata.ipymcp`` (stricter only). On the server thread, before
-        the first request is served: reading a large .ipynb must not slow ``%load_ext``."""
+        """Apply the notebook's ``metadata.ipymcp`` (stricter only) and audit where the starting
+        level came from. On the server thread, before the first request is served: reading a large
+        .ipynb (and starting the audit writer) must not slow ``%load_ext``."""
         notebook = memory.notebook_file(self.runtime)
-        if notebook is None:
-            return
-        start = memory.tighten_from_notebook(memory.Start(self.level, self.approval), notebook)
+        start = memory.Start(self.level, self.approval, list(self._start_sources))
+        if notebook is not None:
+            start = memory.tighten_from_notebook(start, notebook)
         with self._lock:
-            if self._chosen_live or not start.sources:
+            if self._chosen_live:
                 return
             self.level, self.approval = start.level, start.approval
-        log.info("tightened by the notebook's metadata: %s", start.sources)
-        self.audit.record(
-            {"event": "permissions at start", "level": self.level, "approval": self.approval, "from": start.sources}
-        )
+        if start.sources:
+            log.info("permissions at start: %s", start.sources)
+            self.audit.record(
+                {"event": "permissions at start", "level": self.level, "approval": self.approval, "from": start.sources}
+            )
 
     def set_notebook_asker(self, asker: NotebookAsker | None) -> None:
         """Plug in (or remove) the in-notebook approval prompt; elicitation is the fallback."""

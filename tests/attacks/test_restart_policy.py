@@ -77,7 +77,17 @@ async def _first_answer(kernel: KernelHarness, before: dict[str, Any], same_endp
     async with mcp_client(info["url"], info["token"]) as client:
         tools = {tool.name for tool in (await client.list_tools()).tools}
         refused = await client.call_tool("execute", {"code": "'ran'"})
+    _reconnect(kernel)
     return {"status": status, "tools": tools, "refused": refused}
+
+
+def _reconnect(kernel: KernelHarness) -> None:
+    """The user's frontend after a restart: fresh channels (as JupyterLab reconnects its socket);
+    the old ones can miss the new kernel's first messages on a loaded machine."""
+    kernel.kc.stop_channels()
+    kernel.kc = kernel.km.client()
+    kernel.kc.start_channels()
+    kernel.kc.wait_for_ready(timeout=60)
 
 
 def _assert_read_with_approval(answer: dict[str, Any]) -> None:
