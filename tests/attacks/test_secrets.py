@@ -295,3 +295,21 @@ def test_stopping_sharing_forgets_the_remembered_endpoint() -> None:
         assert _runtime_info(kernel)["token"] != token
     finally:
         kernel.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({}, ["kept when this kernel restarts", "still free", "token is kept", "share off"]),
+        ({"port": 9999}, ["port is fixed (9999)", "token is kept"]),
+        ({"remember_endpoint": False}, ["URL changes at every start", "token changes at every start"]),
+        ({"token": "configured-token-0123456789"}, ["token is fixed by your configuration"]),
+    ],
+)
+def test_mcp_config_says_what_a_restart_changes_as_configured(settings: dict[str, Any], expected: list[str]) -> None:
+    from ipymcp.config import IPyMCP
+    from ipymcp.restart import endpoint_sentence
+
+    sentence = endpoint_sentence(IPyMCP(**settings))
+    assert all(part in sentence for part in expected), sentence
+    assert "configured-token" not in sentence
