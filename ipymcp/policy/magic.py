@@ -45,17 +45,28 @@ def approve(runtime: Runtime, switch: str | None) -> None:
     if switch is not None:
         policy.set_approval(switch == "on")
     if policy.approval:
-        where = (
-            "in this notebook"
-            if policy.notebook_asker is not None
-            else "through the MCP client (elicitation)"
-        )
         print(
             f"ipymcp: approval on: calls that run code or commands, write or delete files, or change cells "
-            f"wait for your decision, asked {where}; no answer in {policy.approval_timeout:g} s denies."
+            f"wait for your decision, {where_asked(runtime)}; no answer in {policy.approval_timeout:g} s denies."
         )
     else:
         print("ipymcp: approval off: agents act within the permission level without asking.")
+
+
+def where_asked(runtime: Runtime) -> str:
+    """Where the approval prompt appears now, as the approval step chooses it."""
+    if runtime.policy.notebook_asker is not None:
+        return "asked in this notebook"
+    link = getattr(runtime, "frontend", None)
+    if link is not None and getattr(link, "state", None) == "connected":
+        return (
+            "asked in a dialog in the notebook (the ipymcp extension is connected; if the notebook is "
+            "closed, the agent's MCP client asks instead, if it can show forms)"
+        )
+    return (
+        "asked by the agent's MCP client (a form, if the client supports elicitation; clients that do "
+        "not are refused), because no notebook view with the ipymcp extension is connected"
+    )
 
 
 def log(runtime: Runtime, count: str | None) -> None:  # noqa: A001 - the subcommand's name
