@@ -214,3 +214,24 @@ def test_the_policy_memory_is_owner_only_and_outside_the_notebook() -> None:
         assert path.read_text() == before_text  # nothing written into the notebook
     finally:
         kernel.shutdown()
+
+
+async def test_an_edit_agent_cannot_write_itself_a_higher_level_for_after_the_restart() -> None:
+    # The agent's workspace root holds the Jupyter runtime dir, where the remembered choice lives.
+    root = runtime_dir().parent.parent
+    kernel = KernelHarness(env=_profile(f"c.IPyMCP.root_dir = {str(root)!r}\n"))
+    try:
+        before = _load(kernel)
+        kernel.run("%mcp permissions edit")
+        memory = runtime_dir() / f"policy-kernel-{kernel.kernel_id}.json"
+        kept = memory.read_text()
+        forged = json.dumps({"permissions": "full", "approval": False, "kernel_id": kernel.kernel_id})
+        async with mcp_client(before["url"], before["token"]) as client:
+            relative = str(memory.relative_to(root))
+            wrote = await client.call_tool("write_file", {"path": relative, "content": forged, "overwrite": True})
+            assert wrote.is_error
+        assert memory.read_text() == kept
+        answer = await _first_answer(kernel, before, same_endpoint=True)
+        assert answer["status"]["permissions"] == "edit"
+    finally:
+        kernel.shutdown()
