@@ -121,7 +121,9 @@ def test_mcp_magic_shows_status_masked_token_and_client_configs(fresh_kernel):
     shown = "".join(m["content"]["data"].get("text/markdown", "") for m in status if m["msg_type"] == "display_data")
     assert fresh_kernel.url in shown and "running" in shown
     assert fresh_kernel.token not in shown
-    revealed = fresh_kernel.run("%mcp token")["stdout"]  # no notebook view: the command that prints it
+    # No notebook view (a plain client): once ipymcp knows it, `%mcp token` prints the command that prints it.
+    fresh_kernel.run("import ipymcp._state as _s; assert _s.runtime.frontend.wait_detected(10) == 'no-extension'")
+    revealed = fresh_kernel.run("%mcp token")["stdout"]
     assert fresh_kernel.token not in revealed and f"token --kernel-id {fresh_kernel.kernel_id}" in revealed
     for client in ("claude-desktop", "claude-code", "vscode", "cursor"):
         config = fresh_kernel.run(f"%mcp config {client}")["stdout"]
