@@ -134,6 +134,8 @@ class Runtime:
     def _build_app(self) -> Any:
         from .server.app import build_app  # imports mcp (~0.7 s): on the server thread only
 
+        # Before the first request is served (the socket only queues connections until then).
+        self.policy.tighten_from_notebook()
         return build_app(self)
 
     def wait_ready(self, timeout: float | None = None) -> bool:

@@ -110,7 +110,8 @@ class IPyMCP(Configurable):
         True,
         help="Reuse the port and token this notebook's (or this kernel's) previous server had, when "
         "the port is free, so direct-HTTP clients keep working across restarts. Kept in a 0600 file "
-        "in the runtime dir, never in the notebook. Ignored when port is set.",
+        "in the runtime dir, never in the notebook; forgotten when sharing stops. With port set, the "
+        "token of that port is reused.",
     ).tag(config=True)
     reload_after_restart = Bool(
         True,

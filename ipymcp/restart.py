@@ -12,6 +12,8 @@
 * Same URL and token: each server remembers its port and token per notebook (and per kernel id)
   in a 0600 file in ``discovery.runtime_dir()``, never in the notebook; the next server of that
   notebook reuses them when the port is free. Reading it is one small file: ``%load_ext`` stays fast.
+  Stopping sharing forgets them. (The permission level and approval mode come back too, through
+  their own memory: ``ipymcp/policy/memory.py``.)
 
 Run as ``python -m ipymcp.restart comeback|rest ...`` for the helpers.
 """
@@ -97,9 +99,17 @@ def remember(runtime: Runtime, **extra: Any) -> None:
             log.warning("could not remember the endpoint in %s", path, exc_info=True)
 
 
+def forget(runtime: Runtime) -> None:
+    """Drop the remembered port and token of this kernel and its notebook (sharing stopped)."""
+    for notebook in {runtime._quick_notebook_path(), runtime.notebook_path}:
+        for path in _memory_files(runtime.kernel_id, notebook):
+            discovery.remove(path)
+
+
 def forget_old_kernels(now: float | None = None) -> None:
     cutoff = (now or time.time()) - KERNEL_MEMORY_DAYS * 86400
-    for path in discovery.runtime_dir().glob("remember-kernel-*.json"):
+    directory = discovery.runtime_dir()
+    for path in [*directory.glob("remember-kernel-*.json"), *directory.glob("policy-kernel-*.json")]:
         try:
             if path.stat().st_mtime < cutoff:
                 path.unlink()
@@ -107,18 +117,41 @@ def forget_old_kernels(now: float | None = None) -> None:
             pass
 
 
+def endpoint_sentence(config: Any) -> str:
+    """What happens to the URL and token of this server at the next restart, as configured."""
+    if config.port:
+        url = f"The port is fixed ({config.port})"
+    elif config.remember_endpoint:
+        url = (
+            "The URL is kept when this kernel restarts or this notebook is reopened, as long as its port "
+            "is still free (if it was taken meanwhile, the URL and token both change)"
+        )
+    else:
+        url = "The URL changes at every start (c.IPyMCP.remember_endpoint is off)"
+    if config.token:
+        token = "the token is fixed by your configuration"
+    elif config.remember_endpoint:
+        token = "the token is kept with it; `%mcp token --rotate` changes it, and `%mcp share off` forgets both"
+    else:
+        token = "the token changes at every start"
+    return f"{url}; {token}."
+
+
 def bind_remembered(runtime: Runtime) -> socket.socket:
-    """Bind the listening socket: the remembered port (and token) when nothing is configured and
-    the port is free, else the configured port or a free one. Sets ``runtime.resumed``."""
+    """Bind the listening socket: the remembered port and token when the port is free (with a
+    configured port: its remembered token), else the configured port or a free one. Sets
+    ``runtime.resumed``."""
     from .server.thread import bind_socket
 
     config = runtime.config
     runtime.resumed = None
-    if config.port or not config.remember_endpoint:
+    if not config.remember_endpoint:
         return bind_socket(config.host, config.port)
     notebook = runtime._quick_notebook_path()
     memory = recall(runtime.kernel_id, notebook)
-    if memory is not None and memory.get("host", config.host) == config.host:
+    # With a fixed port, the token is remembered for that port (a direct-HTTP client keeps working).
+    fits = memory is not None and (not config.port or int(memory["port"]) == config.port)
+    if memory is not None and fits and memory.get("host", config.host) == config.host:
         try:
             sock = bind_socket(config.host, int(memory["port"]))
         except OSError:
@@ -128,7 +161,7 @@ def bind_remembered(runtime: Runtime) -> socket.socket:
                 runtime.token_holder["token"] = str(memory["token"])
             runtime.resumed = memory
             return sock
-    return bind_socket(config.host, 0)
+    return bind_socket(config.host, config.port)
 
 
 def on_ready(runtime: Runtime) -> None:
@@ -324,7 +357,7 @@ def comeback(connection_file: str, old_pid: int, timeout: float = 90.0) -> str:
     client.load_connection_file()
     client.start_channels()
     try:
-        client.wait_for_ready(timeout=max(1.0, deadline - time.monotonic()))
+        _wait_for_ready(client, deadline)
         msg_id = client.execute(LOAD_CODE, silent=True, store_history=False, allow_stdin=False)
         while time.monotonic() < deadline:
             reply = client.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
@@ -336,6 +369,19 @@ def comeback(connection_file: str, old_pid: int, timeout: float = 90.0) -> str:
         return "no reply to the load request"
     finally:
         client.stop_channels()
+
+
+def _wait_for_ready(client: Any, deadline: float) -> None:
+    while True:
+        try:
+            client.wait_for_ready(timeout=max(1.0, deadline - time.monotonic()))
+            return
+        except RuntimeError:
+            # "Kernel died before replying": one missed heartbeat while the new kernel is still
+            # importing on a loaded machine reads as death. It is not; ask again until the deadline.
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def rest_restart(server_file: str, kernel_id: str, delay: float) -> str:
@@ -389,7 +435,10 @@ def stop_sharing() -> None:
     from . import _state
 
     log.info("stop sharing (from the notebook view)")
+    runtime = _state.runtime
     _state.stop()
+    if runtime is not None:
+        forget(runtime)  # the next start gets a new port and token
 
 
 def share(runtime: Runtime, on: bool, done: Any) -> None:

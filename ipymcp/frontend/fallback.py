@@ -50,11 +50,15 @@ class ActivityLog:
         self._thread: threading.Thread | None = None
 
     def record(self, tool: str, summary: str, result: str = "", ok: bool = True) -> None:
+        from ..tokens import scrub
+
+        # The activity output is saved with the notebook: no token in it, also not half a token
+        # (scrubbed before the line is cut).
         entry = Activity(
             at=_dt.datetime.now().strftime("%H:%M:%S"),
             tool=tool,
-            summary=_one_line(summary, 100),
-            result=_one_line(result, 120),
+            summary=_one_line(scrub(str(summary), self.runtime), 100),
+            result=_one_line(scrub(str(result), self.runtime), 120),
             ok=ok,
         )
         with self._lock:

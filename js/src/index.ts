@@ -9,6 +9,8 @@
  *   view   -> kernel       comm_msg  {id, ok, result | error}           (exactly one per request)
  *   view   -> kernel       comm_msg  {event: 'focus'}                   (this view got the focus)
  *   view   -> kernel       comm_msg  {event: 'stop_sharing'}            (the user clicked Stop sharing)
+ *   op 'show_token' {token, url, command}: `%mcp token` shows the bearer token in a dialog with a
+ *   Copy button (never as a cell output: outputs are saved with the notebook); answers at once.
  *   view   -> kernel       comm_close {reason}                          (view closed)
  *
  * Edits go through the shared (Yjs) model, so they reach real-time collaboration too.
@@ -18,7 +20,7 @@
  * ipymcp was connected. While ipymcp is connected the view shows a notice with "Stop sharing".
  */
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { Dialog } from '@jupyterlab/apputils';
+import { Clipboard, Dialog } from '@jupyterlab/apputils';
 import { Cell, CodeCell, MarkdownCell } from '@jupyterlab/cells';
 import { INotebookTracker, NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
 import { Kernel, KernelMessage } from '@jupyterlab/services';
@@ -217,6 +219,9 @@ async function apply(app: JupyterFrontEnd, panel: NotebookPanel, op: string, arg
     }
     case 'share':
       return { path: panel.context.path, ...(await setShare(panel, !!args.share)) };
+    case 'show_token':
+      showToken(args);
+      return { shown: true };
     default:
       throw new Error(`unknown op ${op} (frontend protocol ${PROTOCOL}); update the ipymcp labextension`);
   }
@@ -295,6 +300,41 @@ async function askApproval(args: Json): Promise<string> {
     window.clearTimeout(timer);
     dialog.dispose();
   }
+}
+
+/** `%mcp token`: the bearer token in a dialog with a Copy button; nothing of it in the notebook. */
+function showToken(args: Json): void {
+  const token = String(args.token ?? '');
+  const body = document.createElement('div');
+  body.className = 'ipymcp-token';
+  const intro = document.createElement('p');
+  intro.textContent = `Bearer token of the MCP server at ${args.url ?? 'this kernel'} (send "Authorization: Bearer <token>"). It is not saved in the notebook; in a terminal, ${args.command ?? 'ipymcp token'} prints it.`;
+  const field = document.createElement('input');
+  field.className = 'ipymcp-token-value';
+  field.readOnly = true;
+  field.value = token;
+  field.style.flex = '1';
+  field.style.fontFamily = 'var(--jp-code-font-family)';
+  field.onfocus = () => field.select();
+  const copy = document.createElement('button');
+  copy.className = 'ipymcp-copy-token jp-Button jp-mod-styled jp-mod-accept';
+  copy.textContent = 'Copy';
+  copy.onclick = () => {
+    Clipboard.copyToSystem(token);
+    copy.textContent = 'Copied';
+  };
+  const row = document.createElement('div');
+  row.style.display = 'flex';
+  row.style.gap = '8px';
+  row.append(field, copy);
+  body.append(intro, row);
+  const dialog = new Dialog({
+    title: 'ipymcp: bearer token',
+    body: new Widget({ node: body }),
+    buttons: [Dialog.okButton({ label: 'Close' })]
+  });
+  // Answer the kernel now; the dialog stays until the user closes it.
+  void dialog.launch().then(() => dialog.dispose());
 }
 
 /** One argument of the call: its label, then its text verbatim (a diff colours - and + lines). */
