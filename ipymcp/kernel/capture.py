@@ -18,6 +18,8 @@ import sys
 import threading
 from typing import Any
 
+from ..outputs import encode_binary
+
 _local = threading.local()
 
 
@@ -73,7 +75,7 @@ class Capture:
             return
         entry = {
             "output_type": "display_data",
-            "data": content.get("data", {}),
+            "data": encode_binary(content.get("data", {})),
             "metadata": content.get("metadata", {}),
         }
         display_id = (content.get("transient") or {}).get("display_id")
@@ -99,7 +101,7 @@ class Capture:
         self.outputs.append(
             {
                 "output_type": "execute_result",
-                "data": content.get("data", {}),
+                "data": encode_binary(content.get("data", {})),
                 "metadata": content.get("metadata", {}),
                 "execution_count": content.get("execution_count"),
             }
