@@ -36,7 +36,7 @@ def jupyterlab_remove_overwritten_chars(text: str) -> str:
         insert = re.search(f"\r+({_JS_LINE_CHARS}*)", text).group(1)
         insert = insert + base[len(insert) :]
         text = re.sub(f"\r+{_JS_LINE_CHARS}*", "\r", text, count=1)
-        text = re.sub(f"{_JS_LINE_START}{_JS_LINE_CHARS}*\r", lambda _: insert, text, count=1)
+        text = re.sub(f"{_JS_LINE_START}{_JS_LINE_CHARS}*\r", lambda _, kept=insert: kept, text, count=1)
     return text
 
 
