@@ -60,8 +60,11 @@ def encode_binary(data: dict[str, Any]) -> dict[str, Any]:
     The kernel's session does the same when it serialises a message (jupyter_client's
     ``json_default``), so this is what every frontend received. ``data`` itself is never changed.
     """
-    if not any(isinstance(value, (bytes, bytearray)) for value in data.values()):
-        return data
+    for value in data.values():
+        if isinstance(value, (bytes, bytearray)):
+            break
+    else:
+        return data  # the usual case: nothing to copy
     return {
         mime: base64.b64encode(value).decode("ascii") if isinstance(value, (bytes, bytearray)) else value
         for mime, value in data.items()

@@ -286,6 +286,90 @@ async def test_widget_outputs_set_from_the_kernel_replace_what_it_showed(kernel)
     assert "output_widgets" not in view  # a closed widget shows nothing in any frontend
 
 
+async def test_nested_output_widgets_take_output_innermost_first(kernel):
+    shown = kernel.run(
+        "import ipywidgets as widgets\nouter_probe, inner_probe = widgets.Output(), widgets.Output()\n"
+        "display(outer_probe)\ndisplay(inner_probe)"
+    )
+    outer_id, inner_id = _model_id(kernel, "outer_probe"), _model_id(kernel, "inner_probe")
+    kernel.run(
+        "with outer_probe:\n    print('outer 1')\n    with inner_probe:\n        print('inner')\n"
+        "    print('outer 2')\nprint('the cell')"
+    )
+    outer_view, inner_view = (await _entry(kernel, shown["execution_count"]))["outputs"]
+    assert _widget_block(outer_view, outer_id) == [
+        {"output_type": "stream", "name": "stdout", "text": "outer 1\nouter 2\n"}
+    ]
+    assert _widget_block(inner_view, inner_id) == [{"output_type": "stream", "name": "stdout", "text": "inner\n"}]
+
+
+async def test_a_frontend_syncing_widget_outputs_back_changes_nothing(kernel):
+    # JupyterLab sends an Output widget's outputs back to the kernel after each captured message,
+    # and ipywidgets 8 echoes them to every frontend ("echo_update"), possibly late: a copy of
+    # what the history already holds, never newer. A stale copy must not roll the widget back.
+    shown = kernel.run("import ipywidgets as widgets\nsync_probe = widgets.Output()\ndisplay(sync_probe)")
+    model_id = _model_id(kernel, "sync_probe")
+    kernel.run("with sync_probe:\n    print('first')\n    print('second')")
+    stale = [{"output_type": "stream", "name": "stdout", "text": "first\n"}]
+    msg = kernel.kc.session.msg(
+        "comm_msg", {"comm_id": model_id, "data": {"method": "update", "state": {"outputs": stale}, "buffer_paths": []}}
+    )
+    kernel.kc.shell_channel.send(msg)
+    kernel.run("pass")  # the shell handles requests in order: the sync has been handled
+    view = (await _entry(kernel, shown["execution_count"]))["outputs"][0]
+    assert _widget_block(view, model_id) == [{"output_type": "stream", "name": "stdout", "text": "first\nsecond\n"}]
+
+
+async def test_hostile_widget_comm_traffic_never_breaks_the_tap(kernel):
+    # Forged comm messages through the kernel's own session: junk states, a container that
+    # contains itself, an Output widget displayed inside itself.
+    kernel.run(
+        "import uuid\n"
+        "_ip = get_ipython(); _k = _ip.kernel\n"
+        "def _comm(kind, comm_id, data, **extra):\n"
+        "    _k.session.send(_k.iopub_socket, kind, {'comm_id': comm_id, 'data': data, **extra},\n"
+        "                    parent=_ip.get_parent())\n"
+        "_junk, _box, _out = uuid.uuid4().hex, uuid.uuid4().hex, uuid.uuid4().hex\n"
+        "_comm('comm_open', _junk, {'state': {'_model_name': 'OutputModel', 'msg_id': 42, 'outputs': 'x'}},\n"
+        "      target_name='jupyter.widget')\n"
+        "_comm('comm_msg', _junk, {'method': 'update', 'state': {'outputs': [None, 7, {'output_type': 'x'}]}})\n"
+        "_comm('comm_msg', _junk, {'method': 'update', 'state': 'not a dict'})\n"
+        "_comm('comm_open', _box, {'state': {'children': ['IPY_MODEL_' + _box, 'IPY_MODEL_' + _out, 3]}},\n"
+        "      target_name='jupyter.widget')\n"
+        "_comm('comm_open', _out, {'state': {'_model_name': 'OutputModel', 'msg_id': ''}}, target_name='jupyter.widget')\n"
+        "_comm('comm_open', 'no-data', None, target_name='jupyter.widget')\n"
+        "_comm('comm_msg', 'never-opened', {'method': 'update', 'state': {'msg_id': 'x'}})"
+    )
+    cell = kernel.run(
+        "from IPython.display import display\n"
+        "_view = {'application/vnd.jupyter.widget-view+json': {'model_id': _box, 'version_major': 2}}\n"
+        "display(_view, raw=True)\n"
+        "_comm('comm_msg', _out, {'method': 'update', 'state': {'msg_id': _ip.get_parent()['header']['msg_id']}})\n"
+        "display({'application/vnd.jupyter.widget-view+json': {'model_id': _out}}, raw=True)\n"
+        "print('into the boxed widget')\n"
+        "import sys; sys.stdout.flush()\n"
+        "_comm('comm_msg', _out, {'method': 'update', 'state': {'msg_id': ''}})\n"
+        "print('back in the cell')"
+    )
+    box_id = kernel.run("print(_out)")["stdout"].strip()
+    entry = await _entry(kernel, cell["execution_count"])
+    view, own_text = entry["outputs"]
+    (widget,) = view["output_widgets"]
+    assert widget["model_id"] == box_id
+    inner_view, inner_text = widget["outputs"]
+    assert "output_widgets" not in inner_view  # displayed inside itself: shown once
+    assert inner_text["text"] == "into the boxed widget\n"
+    assert own_text["text"] == "back in the cell\n"
+    history = await _call(kernel, "get_history", last=3)
+    assert "into the boxed widget" in text_of(history)
+    stats = json.loads(
+        kernel.run("import ipymcp._state as _st, json as _j; print(_j.dumps(_st.runtime.history.stats())); del _st")[
+            "stdout"
+        ]
+    )
+    assert stats["tap_errors"] == 0
+
+
 # -- Colab's tagged clear_output (item 10) -----------------------------------------------------
 
 # Colab's frontend and the google.colab package cannot run here. This shim publishes exactly

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import queue
 import re
 import time
@@ -181,13 +182,25 @@ async def _check_final_views(mcp: Any, cell: Any, expected: list[dict[str, Any]]
     assert _images(page.content) == [_decode(value) for _, value in images], cell.source
 
 
+async def _check_saved_notebook_images(mcp: Any, index: int, cell: Any) -> None:
+    """read_notebook without a frontend extension reads the saved .ipynb: its images are intact."""
+    expected = _reference_images(cell.outputs)
+    if not expected:
+        return
+    result = await mcp.call_tool("read_notebook", {"start": index, "limit": 1})
+    assert not result.is_error, text_of(result)
+    assert "SAVED FILE" in result.content[0].text
+    assert _images(result.content) == expected, cell.source
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 async def test_history_shows_what_nbclient_recorded(path: Path, tmp_path: Path) -> None:
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
         nb, kernel_name=KERNEL_NAME, allow_errors=True, timeout=120, resources={"metadata": {"path": str(tmp_path)}}
     )
-    async with client.async_setup_kernel():
+    saved = tmp_path / path.name  # where Jupyter would save it: read_notebook's disk fallback reads it
+    async with client.async_setup_kernel(env={**os.environ, "JPY_SESSION_NAME": str(saved)}):
         _poll_in_slices(client)
         await client.async_execute_cell(nb.cells[0], 0)
         await client.async_execute_cell(nb.cells[1], 1)
@@ -200,6 +213,9 @@ async def test_history_shows_what_nbclient_recorded(path: Path, tmp_path: Path) 
                 await _check_history_right_after(mcp, nb.cells[index], expected)
             for cell in nb.cells[1:]:
                 await _check_final_views(mcp, cell, _reference(cell.outputs, client.widget_state))
+            nbformat.write(nb, saved)
+            for index, cell in enumerate(nb.cells):
+                await _check_saved_notebook_images(mcp, index, cell)
     # The notebooks exercise what they claim to (a change to them must keep it so).
     kinds = {o["output_type"] for cell in nb.cells for o in cell.outputs}
     assert kinds >= {"stream", "display_data"}

@@ -888,7 +888,10 @@ def _render(snapshot: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
 
 def _tag_change(content: dict[str, Any]) -> dict[str, Any] | None:
     """Colab's tag marker: a display_data the frontend does not show (``outputarea.nodisplay``)."""
-    area = (content.get("metadata") or {}).get("outputarea")
+    metadata = content.get("metadata")
+    if not metadata:
+        return None
+    area = metadata.get("outputarea")
     return area if isinstance(area, dict) and area.get("nodisplay") else None
 
 
