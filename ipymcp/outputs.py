@@ -135,14 +135,16 @@ def flat_outputs(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for output in outputs:
         flat.append(output)
         for widget in output.get("output_widgets") or ():
-            flat.extend(output_widget_block(widget["model_id"], widget["outputs"]))
+            flat.extend(output_widget_block(widget["model_id"], widget["outputs"], widget.get("outputs_not_kept", 0)))
     return flat
 
 
-def output_widget_block(model_id: str, outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def output_widget_block(model_id: str, outputs: list[dict[str, Any]], not_kept: int = 0) -> list[dict[str, Any]]:
     if not outputs:
         return [note(f"[Output widget {model_id}: empty]")]
     count = f"{len(outputs)} output" + ("s" if len(outputs) > 1 else "")
+    if not_kept:
+        count += f"; its {not_kept:,} earlier outputs were not kept by ipymcp's history (over its per-output cap)"
     return [
         note(f"[Output widget {model_id}: {count}]"),
         *flat_outputs(outputs),

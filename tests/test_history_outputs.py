@@ -370,6 +370,32 @@ async def test_hostile_widget_comm_traffic_never_breaks_the_tap(kernel):
     assert stats["tap_errors"] == 0
 
 
+async def test_an_output_widget_that_keeps_growing_keeps_its_newest_outputs(fresh_kernel):
+    # A log widget fed by callbacks never ends, unlike a cell: it must not push every cell out.
+    fresh_kernel.run("get_ipython().config.IPyMCP.history_max_output_bytes = 20_000")
+    fresh_kernel.load_ipymcp()
+    shown = fresh_kernel.run("import ipywidgets as widgets\nlog_probe = widgets.Output()\ndisplay(log_probe)")
+    model_id = _model_id(fresh_kernel, "log_probe")
+    fresh_kernel.run(
+        "from IPython.display import HTML, display\n"
+        "for i in range(400):\n    with log_probe:\n        display(HTML(f'<p>line {i:04d}</p>' + 'x' * 900))"
+    )
+    entry = await _entry(fresh_kernel, shown["execution_count"])  # the displaying cell is still there
+    (widget,) = entry["outputs"][0]["output_widgets"]
+    assert widget["model_id"] == model_id
+    kept = [int(o["data"]["text/html"][8:12]) for o in widget["outputs"]]
+    assert kept == list(range(400 - len(kept), 400)) and 10 <= len(kept) < 30
+    assert widget["outputs_not_kept"] == 400 - len(kept)
+    history = text_of(await _call(fresh_kernel, "get_history", last=5))
+    assert f"its {400 - len(kept)} earlier outputs were not kept" in history
+    stats = json.loads(
+        fresh_kernel.run("import ipymcp._state as _st, json as _j; print(_j.dumps(_st.runtime.history.stats()))")[
+            "stdout"
+        ]
+    )
+    assert stats["bytes"] < 100_000 and stats["evicted"] == 0
+
+
 # -- Colab's tagged clear_output (item 10) -----------------------------------------------------
 
 # Colab's frontend and the google.colab package cannot run here. This shim publishes exactly

@@ -301,6 +301,7 @@ class OutputWidget:
     tags: frozenset[str] = frozenset()
     capturing: str = ""  # the request msg_id whose outputs it takes (its msg_id state)
     last_writer: str | None = None  # key of the newest cell whose output it captured
+    dropped: int = 0  # oldest outputs let go to keep it within the per-output cap
 
 
 Owner = CellRecord | OutputWidget
@@ -503,9 +504,29 @@ class HistoryStore:
             return False
         owner.size += grown
         self.total += grown
+        if isinstance(owner, OutputWidget) and owner.size > self.max_output_bytes:
+            self._trim_widget(owner)
         if self.total > self.max_bytes:
             self._enforce_budget(owner)
         return True
+
+    def _trim_widget(self, widget: OutputWidget) -> None:
+        """An Output widget fed by callbacks can grow forever (a log): like one output, it keeps
+        its newest part within the per-output cap, so it never pushes every cell out."""
+        keep, drop, freed = widget.size, 0, 0
+        # Down to three quarters of the cap, so a widget that keeps growing is trimmed rarely.
+        while keep > self.max_output_bytes * 3 // 4 and drop < len(widget.outputs) - 1:
+            keep -= widget.outputs[drop].size
+            freed += widget.outputs[drop].size
+            drop += 1
+        for record in widget.outputs[:drop]:
+            if isinstance(record, RichOutput):
+                record.removed = True
+        del widget.outputs[:drop]
+        widget.dropped += drop
+        widget.trimmed = max(0, widget.trimmed - drop)
+        widget.size -= freed
+        self.total -= freed
 
     def _update_display(self, content: dict[str, Any]) -> None:
         display_id = (content.get("transient") or {}).get("display_id")
@@ -547,6 +568,8 @@ class HistoryStore:
         self.total -= freed
         if not tags:
             owner.pending_clears = []
+            if isinstance(owner, OutputWidget):
+                owner.dropped = 0
 
     def _retag(self, owner: Owner, change: dict[str, Any]) -> None:
         added = frozenset(_tag_list(change.get("add_tags")))
@@ -807,6 +830,8 @@ class HistoryStore:
                     note["closed"] = True
                 elif not where and widget.last_writer == cell.key:
                     note["snapshot"] = self._snapshot(widget.outputs, frozenset((model_id,)))
+                    if widget.dropped:
+                        note["outputs_not_kept"] = widget.dropped
                 notes.append(note)
         for note in notes:
             if "snapshot" in note:
@@ -821,7 +846,11 @@ class HistoryStore:
                 items.append((record, list(record.head), list(record.tail), record.dropped))
             else:
                 widgets = [
-                    (model_id, self._snapshot(self.output_widgets[model_id].outputs, inside | {model_id}))
+                    (
+                        model_id,
+                        self._snapshot(self.output_widgets[model_id].outputs, inside | {model_id}),
+                        self.output_widgets[model_id].dropped,
+                    )
                     for model_id in self._output_widgets_in_view(record)
                     if model_id not in inside  # an Output widget displayed inside itself: once
                 ]
@@ -879,11 +908,16 @@ def _render(snapshot: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
             continue
         output = record.as_output()
         if item[1]:
-            output["output_widgets"] = [
-                {"model_id": model_id, "outputs": _render(inner)} for model_id, inner in item[1]
-            ]
+            output["output_widgets"] = [_widget_entry(model_id, inner, dropped) for model_id, inner, dropped in item[1]]
         result.append(output)
     return result
+
+
+def _widget_entry(model_id: str, snapshot: list[tuple[Any, ...]], dropped: int) -> dict[str, Any]:
+    entry: dict[str, Any] = {"model_id": model_id, "outputs": _render(snapshot)}
+    if dropped:
+        entry["outputs_not_kept"] = dropped
+    return entry
 
 
 def _tag_change(content: dict[str, Any]) -> dict[str, Any] | None:

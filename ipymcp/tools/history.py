@@ -200,7 +200,7 @@ def _widget_write_notes(store: HistoryStore, cell: CellRecord) -> list[dict[str,
             notes.append(note(f"{went}, shown under {where}]"))
         elif "outputs" in write:
             notes.append(note(went + ", which no cell in the history displays; it shows:]"))
-            notes.extend(output_widget_block(write["model_id"], write["outputs"]))
+            notes.extend(output_widget_block(write["model_id"], write["outputs"], write.get("outputs_not_kept", 0)))
         else:
             notes.append(note(went + ", which no cell in the history displays; a later cell lists what it shows]"))
     return notes
