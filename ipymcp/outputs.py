@@ -165,8 +165,16 @@ def output_text(output: dict[str, Any]) -> str:
         body = "\n".join(strip_ansi(line) for line in tb) if tb else f"{output.get('ename')}: {output.get('evalue')}"
         return body + "\n"
     if kind in ("execute_result", "display_data"):
+        if _not_displayed(output):
+            return ""
         return bundle_text(output.get("data") or {})
     return ""
+
+
+def _not_displayed(output: dict[str, Any]) -> bool:
+    """Colab's output-tag markers: a display_data its frontend never shows (``outputarea.nodisplay``)."""
+    area = (output.get("metadata") or {}).get("outputarea")
+    return isinstance(area, dict) and bool(area.get("nodisplay"))
 
 
 def _prefix_lines(text: str, prefix: str) -> str:

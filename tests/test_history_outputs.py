@@ -470,3 +470,12 @@ async def test_colab_tagged_clear_removes_only_the_tagged_outputs(kernel):
     text = "".join(o.get("text", "") for o in (await _entry(kernel, cell["execution_count"]))["outputs"])
     assert text == "three\n"  # a clear without tags clears everything, as in every frontend
 
+
+
+async def test_colab_tag_markers_in_an_agent_run_are_not_shown_as_outputs(kernel):
+    kernel.run(COLAB_TAGS_SHIM)
+    run = await _call(kernel, "execute", code="with colab_use_tags('t'):\n    print('tagged by the agent')")
+    recorded = await _call(kernel, "get_output", execution_count=run.meta["history_id"])
+    for result in (run, recorded):
+        assert "tagged by the agent" in text_of(result)
+        assert "output of type" not in text_of(result)

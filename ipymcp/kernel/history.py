@@ -583,6 +583,8 @@ class HistoryStore:
         Most comm traffic (slider drags, ipymcp's own comm) fails the first test, outside the lock.
         """
         comm_id = content.get("comm_id")
+        if not isinstance(comm_id, str):
+            return
         if msg_type == "comm_open":
             if content.get("target_name") != "jupyter.widget":
                 return
