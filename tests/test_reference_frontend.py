@@ -219,3 +219,10 @@ async def test_history_shows_what_nbclient_recorded(path: Path, tmp_path: Path) 
     # The notebooks exercise what they claim to (a change to them must keep it so).
     kinds = {o["output_type"] for cell in nb.cells for o in cell.outputs}
     assert kinds >= {"stream", "display_data"}
+    widget_outputs = [
+        w for cell in nb.cells for o in _reference(cell.outputs, client.widget_state) for w in o.get("output_widgets", [])
+    ]
+    if path.stem == "widgets":
+        assert sum(len(w["outputs"]) for w in widget_outputs) >= 4
+    if path.stem == "images":
+        assert sum(len(_reference_images(cell.outputs)) for cell in nb.cells) >= 4
