@@ -50,6 +50,8 @@ class Runtime:
         self.server: BackgroundServer | None = None
         self.mcp: Any = None
         self.toolbox: Any = None
+        # The HTTP gate (server.security.BearerAuth), once the app is built: rotation ends its requests.
+        self.http_auth: Any = None
         self.started_at: str | None = None
         self.notebook_path: str | None = None
         # The remembered endpoint reused at start (ipymcp/restart.py), and the restart it came back from.
@@ -99,6 +101,7 @@ class Runtime:
 
         sock = bind_remembered(self)  # the remembered port/token after a restart, when free
         self.capture_hooks.install()
+        self.bridge.install()
         self.cells.install()
         self.history = HistoryStore(
             self.shell, self.kernel, self.config.history_max_bytes, self.config.history_max_output_bytes
@@ -109,7 +112,13 @@ class Runtime:
         self.started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         self.notebook_path = self._quick_notebook_path()
         self._install_frontend()
-        self.server = BackgroundServer(sock, self._build_app, self._on_ready)
+        self.server = BackgroundServer(
+            sock,
+            self._build_app,
+            self._on_ready,
+            max_connections=self.config.max_connections,
+            header_timeout=self.config.header_timeout,
+        )
         self.server.start()
         log.info("starting at %s (kernel %s)", self.url, self.kernel_id)
 

@@ -62,8 +62,9 @@ _downstream_request: contextvars.ContextVar[ServerRequestContext[Any] | None] = 
 BRIDGE_INSTRUCTIONS = """\
 You reach the notebook through `ipymcp connect`. {chosen} list_notebooks shows every notebook \
 kernel with ipymcp loaded; select_notebook(notebook or kernel_id) sends the following calls to \
-another one. If a kernel restarts, its variables are gone and one call fails saying so; the next \
-call goes to the new kernel once ipymcp is loaded there again."""
+another one. Calls stay with the chosen notebook until you call select_notebook: if its kernel \
+restarts, its variables are gone, and calls fail saying so (they did not run) until ipymcp is \
+loaded in its new kernel; then they go there."""
 
 
 class BridgeError(Exception):
@@ -170,6 +171,56 @@ def describe_kernel(info: dict[str, Any]) -> str:
     name = info.get("notebook_path") or f"a kernel in {info.get('cwd') or '?'}"
     kernel_id = info.get("kernel_id")
     return f"{name} (kernel {kernel_id})" if kernel_id else f"{name} at {info.get('url')}"
+
+
+@dataclass(frozen=True)
+class Binding:
+    """The notebook a bridge works in, once chosen, until the agent calls select_notebook.
+
+    A restart keeps the kernel id (Jupyter restarts in place) and the notebook path; a notebook
+    whose kernel was shut down and started anew keeps only its path. Either finds the same
+    notebook again, and nothing else: while it is away, calls fail instead of going elsewhere.
+    """
+
+    notebook_path: str | None
+    kernel_id: str | None
+    label: str
+
+    @classmethod
+    def of(cls, info: dict[str, Any]) -> Binding:
+        return cls(info.get("notebook_path") or None, info.get("kernel_id") or None, describe_kernel(info))
+
+    def matches(self, info: dict[str, Any]) -> bool:
+        if self.kernel_id and info.get("kernel_id") == self.kernel_id:
+            return True
+        path = info.get("notebook_path")
+        if not (self.notebook_path and path):
+            return False
+        return path == self.notebook_path or _same_path(Path(path), Path(self.notebook_path))
+
+    def find(self, kernels: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The same kernel if it is back, else the newest kernel of the same notebook."""
+        same_kernel = [k for k in kernels if self.kernel_id and k.get("kernel_id") == self.kernel_id]
+        return next(iter(same_kernel or [k for k in kernels if self.matches(k)]), None)
+
+
+# What the agent can do while its notebook's kernel is away (restarting, or shut down).
+WAIT_ADVICE = (
+    "Calls stay with this notebook: retry in a moment (list_notebooks shows when ipymcp is back in its new "
+    "kernel; if it does not come back, run `%load_ext ipymcp` in the notebook), or call select_notebook to "
+    "work in another notebook."
+)
+
+
+class NotebookAway(BridgeError):
+    """The bound notebook has no kernel with ipymcp right now (it is restarting or was shut down)."""
+
+    def __init__(self, binding: Binding):
+        super().__init__(
+            f"The kernel of {binding.label} is restarting or was shut down (ipymcp does not answer there): "
+            f"this call did not run. {WAIT_ADVICE}"
+        )
+        self.binding = binding
 
 
 # -- one upstream connection -----------------------------------------------------------------
@@ -318,10 +369,10 @@ async def _forward_elicitation(context: Any, params: types.ElicitRequestParams) 
     return await session.elicit_form(params.message, params.requested_schema, related_request_id=ctx.request_id)
 
 
-def _lost_sentence(info: dict[str, Any]) -> str:
+def _lost_sentence(info: dict[str, Any], ran: str = "did not run") -> str:
     return (
         f"The kernel of {describe_kernel(info)} went away (it restarted or shut down): "
-        "its variables are gone and this call did not complete."
+        f"its variables are gone and this call {ran}."
     )
 
 
@@ -390,6 +441,8 @@ class Bridge:
         # are gone), even if the bridge has reconnected to the new server meanwhile.
         self._lost_notice: str | None = None
         self._last_problem: str | None = None
+        # The notebook chosen first (or by select_notebook); re-discovery finds only it again.
+        self.binding: Binding | None = None
 
     # -- connection management ------------------------------------------------------------------
     def kernels(self) -> list[dict[str, Any]]:
@@ -404,6 +457,7 @@ class Bridge:
         previous, self.upstream = self.upstream, upstream
         if previous is not None:
             previous.close()
+        self.binding = Binding.of(info)
         self.chosen_because = because
         self._last_problem = None
         log.info("connected to %s (%s)", describe_kernel(info), because)
@@ -416,6 +470,8 @@ class Bridge:
             if self.upstream is not None and not self.upstream.dead.is_set():
                 return self.upstream
             info, because = self._rediscover()
+            if info is None and self._bound():
+                raise NotebookAway(self.binding)  # type: ignore[arg-type]
             if info is None:
                 raise BridgeError(
                     f"Not connected to a notebook: {because}. Run `%load_ext ipymcp` in the notebook "
@@ -427,17 +483,20 @@ class Bridge:
             except (BridgeError, TimeoutError) as exc:
                 raise BridgeError(f"{exc}. Retry in a moment; list_notebooks shows the kernels that are ready.") from exc
 
+    def _bound(self) -> bool:
+        return self.binding is not None and not self.selection.url
+
     def _rediscover(self) -> tuple[dict[str, Any] | None, str]:
-        """After a restart the kernel id (and notebook) stay the same: prefer them, then the original rule."""
+        """Once a notebook was chosen, only that notebook (its restarted or new kernel); before, the
+        documented order. ``--url`` always means that URL."""
         kernels = self.kernels()
-        previous = self.upstream.info if self.upstream is not None else None
-        if previous is not None and not self.selection.url:
-            for key in ("kernel_id", "notebook_path"):
-                if previous.get(key):
-                    for info in kernels:
-                        if info.get(key) == previous[key]:
-                            return info, f"same {key.replace('_', ' ')} as before ({previous[key]})"
-        return choose_kernel(kernels, self.selection)
+        if not self._bound():
+            return choose_kernel(kernels, self.selection)
+        assert self.binding is not None
+        info = self.binding.find(kernels)
+        if info is None:
+            return None, f"{self.binding.label} is restarting or was shut down"
+        return info, f"the same notebook as before ({self.binding.label})"
 
     async def _watch(self, upstream: Upstream) -> None:
         """When the current upstream dies by itself, remember to tell the agent, and reconnect."""
@@ -503,12 +562,7 @@ class Bridge:
         self._session = ctx.session
         if is_call and self._lost_notice is not None:
             notice, self._lost_notice = self._lost_notice, None
-            try:
-                upstream = await self.ensure_upstream()
-                now = f"Calls now go to {describe_kernel(upstream.info)}; load your data again, then retry."
-            except BridgeError as exc:
-                now = str(exc)
-            raise BridgeError(f"{notice} {now}")
+            raise BridgeError(f"{notice} {await self._where_calls_go_now()}")
         upstream = await self.ensure_upstream()
         try:
             return await upstream.call(fn)
@@ -521,13 +575,18 @@ class Bridge:
                     raise BridgeError(str(again)) from again
             upstream.loss_reported = True  # this error is the one the agent gets
             self._lost_notice = None
-            lost = _lost_sentence(upstream.info)
-            try:
-                replacement = await self.ensure_upstream()
-                now = f"Calls now go to {describe_kernel(replacement.info)}; load your data again, then retry."
-            except BridgeError as next_exc:
-                now = str(next_exc)
-            raise BridgeError(f"{lost} {now}") from exc
+            lost = _lost_sentence(upstream.info, ran="did not complete")
+            raise BridgeError(f"{lost} {await self._where_calls_go_now()}") from exc
+
+    async def _where_calls_go_now(self) -> str:
+        """The second half of a lost-kernel error: the same notebook's new kernel, or why not yet."""
+        try:
+            upstream = await self.ensure_upstream()
+        except NotebookAway:
+            return f"ipymcp is not loaded in its new kernel yet. {WAIT_ADVICE}"
+        except BridgeError as exc:
+            return str(exc)
+        return f"Calls go to {describe_kernel(upstream.info)} now; load your data again, then retry."
 
     async def list_notebooks(self) -> dict[str, Any]:
         current = self.upstream if self.upstream is not None and not self.upstream.dead.is_set() else None
@@ -545,16 +604,29 @@ class Bridge:
                     "started": info.get("started"),
                     "cwd": info.get("cwd"),
                     "state": "unknown",
-                    "selected": current is not None and info.get("url") == current.info.get("url"),
+                    "selected": self._is_selected(info, current),
                 }
                 rows.append(row)
                 tg.start_soon(status_of, info, row)
         result: dict[str, Any] = {"notebooks": rows}
-        if current is None:
+        if current is None and self._bound():
+            assert self.binding is not None
+            result["selected"] = self.binding.label
+            result["note"] = (
+                f"calls go to {self.binding.label}, whose kernel is restarting or was shut down: they fail until "
+                "ipymcp is loaded in its new kernel, or until you call select_notebook"
+            )
+        elif current is None:
             result["note"] = "no notebook selected yet: call select_notebook"
         elif not any(row["selected"] for row in rows):
             result["selected"] = describe_kernel(current.info)
         return result
+
+    def _is_selected(self, info: dict[str, Any], current: Upstream | None) -> bool:
+        if self._bound():
+            assert self.binding is not None
+            return self.binding.matches(info)
+        return current is not None and info.get("url") == current.info.get("url")
 
     async def _kernel_state(self, info: dict[str, Any], current: Upstream | None) -> str:
         async def ask(client: Client) -> Any:
@@ -590,10 +662,12 @@ class Bridge:
                     await self.connect(info, f"selected by {because}")
                 except (BridgeError, TimeoutError) as exc:
                     raise BridgeError(f"{exc}; call list_notebooks and try again.") from exc
-            # Re-discovery after a restart follows the selection from now on.
+            # From now on the bridge is bound to this notebook (connect set the binding), also
+            # when it was started with --url.
             self.selection = Selection(
                 notebook=info.get("notebook_path") or None, kernel_id=info.get("kernel_id"), cwd=self.selection.cwd
             )
+            self.binding = Binding.of(info)
             self._lost_notice = None
         await self._announce(ToolsListChanged(), PromptsListChanged(), ResourcesListChanged())
         return {

@@ -81,7 +81,10 @@ def _connect(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     from .server import discovery
 
-    kernels = [{k: v for k, v in info.items() if k != "token"} for info in discovery.list_kernels()]
+    skipped: list[discovery.SkippedFile] = []
+    found = discovery.list_kernels(skipped=skipped, warn=False)
+    kernels = [{k: v for k, v in info.items() if k != "token"} for info in found]
+    _report_skipped(skipped)
     if args.json:
         print(json.dumps(kernels, indent=1))
         return 0
@@ -96,6 +99,19 @@ def _list(args: argparse.Namespace) -> int:
     for row in rows:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + str(row[-1]))
     return 0
+
+
+def _report_skipped(skipped: list[Any]) -> None:
+    """On stderr (stdout stays the listing): how many runtime files were not trusted, and why."""
+    untrusted = [item for item in skipped if not item.stale]
+    stale = len(skipped) - len(untrusted)
+    if untrusted:
+        files = "runtime file" if len(untrusted) == 1 else "runtime files"
+        print(f"Skipped {len(untrusted)} {files} that ipymcp does not trust:", file=sys.stderr)
+        for item in untrusted:
+            print(f"  {item}", file=sys.stderr)
+    if stale:
+        print(f"Ignored {stale} runtime file(s) of kernels that are no longer running.", file=sys.stderr)
 
 
 def _age(started: Any) -> str:

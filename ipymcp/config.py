@@ -29,7 +29,9 @@ class IPyMCP(Configurable):
     ).tag(config=True)
     start_timeout = Float(20.0, help="Seconds to wait for the server thread to come up.").tag(config=True)
 
-    execute_timeout = Float(60.0, help="Default timeout of the execute tool, in seconds.").tag(config=True)
+    execute_timeout = Float(
+        60.0, help="Seconds execute waits in total (queue + run) when the call gives no timeout."
+    ).tag(config=True)
     max_output_chars = Integer(
         20_000, help="Text budget per tool call; head and tail are kept when cut."
     ).tag(config=True)
@@ -40,13 +42,32 @@ class IPyMCP(Configurable):
     max_image_pixels = Integer(
         1_600_000, help="Images larger than this many pixels are downscaled (needs Pillow)."
     ).tag(config=True)
-    list_variables_limit = Integer(200, help="Default limit of list_variables.").tag(config=True)
+    list_variables_limit = Integer(
+        200, help="Rows list_variables returns when the call gives no limit."
+    ).tag(config=True)
+    inspection_timeout = Float(
+        10.0,
+        help="Seconds list_variables, inspect_variable and the variables resource may take; a call "
+        "over it is answered with an error and keeps its inspection thread until it returns.",
+    ).tag(config=True)
+    max_pattern_chars = Integer(
+        200, help="Longest list_variables pattern accepted; longer ones are refused."
+    ).tag(config=True)
 
     # -- files and terminal (ipymcp/files.py, ipymcp/terminal.py) -------------------------------
     root_dir = Unicode(
         "",
         help="The directory file tools may reach (and where commands start); empty: the notebook's "
         "directory, else the kernel's working directory when ipymcp loaded.",
+    ).tag(config=True)
+    excluded_paths = List(
+        Unicode(),
+        help="Locations no file tool reads, lists, writes, moves or deletes: where secrets and "
+        "configuration live. Matched on real paths (a symlink or hard link into them is refused too); "
+        "'~' is expanded, relative entries are under the workspace root. Default: the Jupyter runtime, "
+        "data and config directories, IPython's directory, the kernel environment's etc/jupyter and "
+        "etc/ipython, and ~/.ssh, ~/.aws, ~/.config, ~/.local, ~/.netrc ... (the README lists them). Add "
+        "with c.IPyMCP.excluded_paths.append(path); [] turns exclusion off.",
     ).tag(config=True)
     read_max_bytes = Integer(
         10_000_000,
@@ -115,11 +136,39 @@ class IPyMCP(Configurable):
         "changes cells (%mcp approve on|off).",
     ).tag(config=True)
     approval_timeout = Float(120.0, help="Seconds to wait for the user's decision; no answer denies.").tag(config=True)
+    approval_max_chars = Integer(
+        100_000,
+        help="Longest call the approval prompt shows (every argument in full, edits as a diff); a longer "
+        "call is refused with an error instead of being shown cut.",
+    ).tag(config=True)
     audit_max_bytes = Integer(
-        5_000_000, help="The audit log rotates when it grows past this size (one backup kept)."
+        50_000_000,
+        help="Byte budget of the audit log: the current file and nine rotated ones together. Each line "
+        "is at most 8 KiB, so at least the last 5,000 calls are kept whatever their size.",
     ).tag(config=True)
     max_request_body_bytes = Integer(
         4 * 1024 * 1024, help="Largest HTTP request body accepted; larger ones get 413."
+    ).tag(config=True)
+    max_connections = Integer(
+        100,
+        help="HTTP connections open at once (each holds one of the kernel's file descriptors). At the "
+        "cap a new connection closes the oldest one that is not serving a request; when all are "
+        "serving, it is refused.",
+    ).tag(config=True)
+    header_timeout = Float(
+        10.0,
+        help="Seconds a connection may wait for its next request header; slower ones are closed. "
+        "Streams in progress (SSE, subscriptions/listen) are never closed for idling.",
+    ).tag(config=True)
+    max_sessions = Integer(
+        100,
+        help="MCP sessions (handshake-era clients) open at once; a new one beyond it is refused with "
+        "an error, never by closing an agent's session.",
+    ).tag(config=True)
+    session_idle_timeout = Float(
+        600.0,
+        help="Seconds after which a session with no request in flight and no open stream is closed "
+        "(the client then starts a new one).",
     ).tag(config=True)
     max_concurrent_calls = Integer(
         32, help="Tool calls in progress at once, all clients together; more are refused."
@@ -147,3 +196,9 @@ class IPyMCP(Configurable):
     @default("token")
     def _default_token(self) -> str:
         return os.environ.get("IPYMCP_TOKEN", "")
+
+    @default("excluded_paths")
+    def _default_excluded_paths(self) -> list[str]:
+        from .files import default_excluded_paths
+
+        return default_excluded_paths()

@@ -2,11 +2,21 @@
 
 Resolution walks the path one component at a time and follows symlinks itself (not
 ``os.path.realpath``), so a symlink loop is an error instead of a silently wrong path, and a
-link that leads out of the root is caught whatever it points through. Files are then opened with
-``O_NOFOLLOW`` and, where ``/proc`` exists, the opened descriptor's real location is checked
-against the root again: a symlink swapped in between the check and the open cannot redirect a
-read or a write outside the root. Writes go to a temporary file in the target's directory
-(created ``O_EXCL`` through a directory descriptor), are fsynced, then renamed over the target.
+link that leads out of the root is caught whatever it points through. That gives the *real*
+path a call is about, and it is checked (inside the root, not in an excluded location).
+
+Then every operation is carried out on directory descriptors, never on that path: the root is
+opened, and each component of the real path is opened inside the previous one with
+``O_NOFOLLOW | O_DIRECTORY`` (``ipymcp._dirfd``). A symlink swapped in after the check fails that
+open instead of being followed, so what was checked is what is read, listed, written, created,
+moved or deleted. Writes go to a temporary file created ``O_EXCL`` in the target's directory,
+fsynced, then renamed over the target; a no-overwrite rename is atomic (``renameat2``).
+
+Names with newlines or control characters are never created, and are escaped where they are
+shown. Locations that hold secrets or configuration (``c.IPyMCP.excluded_paths``) are refused
+by every file tool and left out of listings, matched on the real path and on the identity
+(device, inode) of what exists there, so a symlink, hard link or mount inside the root does not
+reach them either.
 """
 
 from __future__ import annotations
@@ -18,16 +28,27 @@ import fnmatch
 import json
 import os
 import secrets
-import shutil
 import stat
+import sys
+import unicodedata
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+from ._dirfd import (
+    CLOEXEC,
+    NOFOLLOW,
+    copy_entry,
+    count_entries,
+    is_symlink_at,
+    lstat_at,
+    open_directory,
+    remove_tree,
+    rename_noreplace,
+)
+
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _MAX_SYMLINK_HOPS = 40
 _LINE_CHARS = 2_000  # a longer line is cut in read_file (minified JSON, base64 blobs)
@@ -101,8 +122,141 @@ def workspace_root(root_dir: str, notebook_path: str | None, fallback: str) -> s
     return fallback
 
 
+# Secrets and configuration under the home directory; the Jupyter and IPython directories (where
+# they really are) and the kernel environment's own config directories are added at run time.
+HOME_EXCLUSIONS = (
+    "~/.ssh",
+    "~/.gnupg",
+    "~/.aws",
+    "~/.azure",
+    "~/.config",
+    "~/.local",
+    "~/.jupyter",
+    "~/.ipython",
+    "~/.docker",
+    "~/.kube",
+    "~/.netrc",
+    "~/.git-credentials",
+    "~/.gitconfig",
+    "~/.pypirc",
+    "~/.npmrc",
+    "~/.yarnrc",
+    "~/.condarc",
+    "~/.pgpass",
+    "~/.my.cnf",
+    "~/.kaggle",
+    "~/.huggingface",
+    "~/.cache/huggingface/token",
+    "~/.terraform.d",
+    "~/.vault-token",
+    "~/.password-store",
+    "~/.cargo/credentials",
+    "~/.cargo/credentials.toml",
+    "~/.m2/settings.xml",
+    "~/.mozilla",
+    "~/.pki",
+    "~/.Xauthority",
+    "~/.bashrc",
+    "~/.bash_profile",
+    "~/.bash_login",
+    "~/.profile",
+    "~/.zshrc",
+    "~/.zshenv",
+    "~/.zprofile",
+    "~/.bash_history",
+    "~/.zsh_history",
+    "~/.python_history",
+    "~/Library/Keychains",
+)
+
+
+def default_excluded_paths() -> list[str]:
+    """The default of ``c.IPyMCP.excluded_paths``: where this kernel keeps secrets and configuration."""
+    found: list[str] = []
+    try:
+        from jupyter_core.paths import jupyter_config_dir, jupyter_data_dir, jupyter_runtime_dir
+
+        found += [jupyter_runtime_dir(), jupyter_data_dir(), jupyter_config_dir()]
+    except ImportError:
+        pass
+    try:
+        from IPython.paths import get_ipython_dir
+
+        found.append(get_ipython_dir())
+    except ImportError:
+        pass
+    found += [os.path.join(sys.prefix, "etc", "jupyter"), os.path.join(sys.prefix, "etc", "ipython")]
+    if os.environ.get("XDG_CONFIG_HOME"):
+        found.append(os.environ["XDG_CONFIG_HOME"])
+    found += HOME_EXCLUSIONS
+    return list(dict.fromkeys(found))
+
+
+class Exclusions:
+    """Excluded locations, matched on real paths and on the (device, inode) of those that exist."""
+
+    def __init__(self, entries: Iterable[str], root: str):
+        self._paths: list[tuple[str, str]] = []  # (absolute or real path, the entry as configured)
+        self._identities: dict[tuple[int, int], str] = {}
+        real_parents: dict[str, str] = {}  # most entries share a parent (~): resolve it once
+        for entry in entries:
+            if not entry:
+                continue
+            absolute = os.path.abspath(os.path.join(root, os.path.expanduser(entry)))
+            parent, name = os.path.split(absolute)
+            if parent not in real_parents:
+                real_parents[parent] = os.path.realpath(parent)
+            real = os.path.join(real_parents[parent], name)
+            try:
+                info = os.lstat(real)
+                if stat.S_ISLNK(info.st_mode):
+                    real = os.path.realpath(real)
+                    info = os.stat(real)
+            except OSError:
+                info = None
+            for path in dict.fromkeys((absolute, real)):
+                self._paths.append((path.rstrip(os.sep) or os.sep, entry))
+            if info is not None:
+                self._identities[(info.st_dev, info.st_ino)] = entry
+
+    def match(self, real_path: str) -> str | None:
+        """The entry ``real_path`` lies in (or is), if any."""
+        for path, entry in self._paths:
+            if real_path == path or real_path.startswith(path.rstrip(os.sep) + os.sep):
+                return entry
+        return None
+
+    def within(self, real_path: str) -> str | None:
+        """An entry lying under the directory ``real_path``: deleting or moving it would take that along."""
+        prefix = real_path.rstrip(os.sep) + os.sep
+        for path, entry in self._paths:
+            if path.startswith(prefix):
+                return entry
+        return None
+
+    def identity(self, info: os.stat_result) -> str | None:
+        return self._identities.get((info.st_dev, info.st_ino))
+
+    def under(self, directory: str) -> Exclusions:
+        """The same exclusions, with only the paths below ``directory`` (a listing's base) to compare."""
+        narrowed = Exclusions((), directory)
+        prefix = directory.rstrip(os.sep) + os.sep
+        narrowed._paths = [(path, entry) for path, entry in self._paths if path.startswith(prefix)]
+        narrowed._identities = self._identities
+        return narrowed
+
+
+class _NotFound(WorkspaceError):
+    """A directory on the way does not exist (callers that know what was meant rephrase it)."""
+
+
 class Workspace:
-    def __init__(self, root: str | os.PathLike[str], limits: Limits | None = None):
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        limits: Limits | None = None,
+        excluded: Iterable[str] | None = None,
+    ):
         real = os.path.realpath(root)
         if not os.path.isdir(real):
             raise WorkspaceError(
@@ -110,12 +264,14 @@ class Workspace:
             )
         self.root = real
         self.limits = limits or Limits()
+        self.excluded = Exclusions(default_excluded_paths() if excluded is None else excluded, real)
 
     # -- paths -------------------------------------------------------------------------------
     def resolve(self, path: str, *, follow_final: bool = True) -> str:
         """The real absolute path of ``path`` (relative to the root), refused if it leaves the root.
 
         ``follow_final=False`` keeps a symlink at the end as itself (to delete or move the link).
+        Also refused: a path in an excluded location (``c.IPyMCP.excluded_paths``).
         """
         if not isinstance(path, str) or not path.strip():
             raise WorkspaceError("empty path: use '.' for the workspace root")
@@ -133,6 +289,9 @@ class Workspace:
                 f"{path!r} resolves{how} to {resolved}, outside the workspace root {self.root}; file tools "
                 f"only reach files under the root (relative paths start there; set c.IPyMCP.root_dir to change it)"
             )
+        entry = self.excluded.match(resolved)
+        if entry is not None:
+            raise WorkspaceError(_excluded_message(path, entry))
         return resolved
 
     def contains(self, real_path: str) -> bool:
@@ -141,43 +300,100 @@ class Workspace:
     def relative(self, real_path: str) -> str:
         return "." if real_path == self.root else os.path.relpath(real_path, self.root)
 
-    def _check_descriptor(self, fd: int, shown: str) -> None:
-        """Where /proc tells the truth, refuse a descriptor that ended up outside the root."""
-        link = f"/proc/self/fd/{fd}"
-        try:
-            real = os.readlink(link)
-        except OSError:
-            return
-        if real.startswith("/") and not self.contains(real.removesuffix(" (deleted)")):
-            os.close(fd)
-            raise WorkspaceError(
-                f"{shown!r} was swapped for a link to {real}, outside the workspace root {self.root}; refused"
-            )
+    def shown(self, real_path: str) -> str:
+        """The root-relative path as the agent is told it: escaped if it holds control characters."""
+        return displayed_name(self.relative(real_path))
 
-    def _open(self, real_path: str, flags: int, shown: str) -> int:
+    # -- descriptors -------------------------------------------------------------------------
+    @contextmanager
+    def _descend(self, real: str, shown: str, create: bool = False) -> Iterator[tuple[int, str]]:
+        """The open parent directory of ``real`` and its last name, reached from the root without links.
+
+        Each component is opened inside the previous one with O_NOFOLLOW: a symlink swapped in
+        since ``resolve`` fails here instead of being followed. ``create`` makes missing
+        directories on the way (refusing names with control characters). The root itself is
+        ``(root_fd, ".")``.
+        """
+        parts = [] if real == self.root else self.relative(real).split(os.sep)
+        fd = self._open_root()
         try:
-            # O_NONBLOCK: opening a FIFO must not hang waiting for a writer (it is refused after fstat).
-            fd = os.open(real_path, flags | _NOFOLLOW | _CLOEXEC | _NONBLOCK)
-        except FileNotFoundError:
-            raise WorkspaceError(f"{shown} does not exist under the workspace root {self.root}") from None
-        except IsADirectoryError:
-            raise WorkspaceError(f"{shown} is a directory: use list_files") from None
+            for depth, part in enumerate(parts[:-1], 1):
+                child = self._open_step(fd, part, os.path.join(*parts[:depth]), shown, create)
+                os.close(fd)
+                fd = child
+            yield fd, parts[-1] if parts else "."
+        finally:
+            os.close(fd)
+
+    def _open_root(self) -> int:
+        try:
+            fd = os.open(self.root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | CLOEXEC)
         except OSError as exc:
-            if os.path.islink(real_path):
-                raise WorkspaceError(
-                    f"{shown} was replaced by a symlink while being opened; refused"
-                ) from None
-            raise WorkspaceError(f"cannot open {shown}: {exc.strerror}") from None
-        self._check_descriptor(fd, shown)
+            raise WorkspaceError(f"cannot open the workspace root {self.root}: {exc.strerror}") from None
+        self._refuse_identity(fd, os.fstat(fd), ".")
         return fd
+
+    def _open_step(self, dir_fd: int, name: str, walked: str, shown: str, create: bool) -> int:
+        """Open directory ``name`` in ``dir_fd`` (``walked`` is its root-relative path), never through a link."""
+        try:
+            fd = open_directory(name, dir_fd)
+        except FileNotFoundError:
+            if not create:
+                raise _NotFound(f"{shown} does not exist under the workspace root {self.root}") from None
+            refuse_unsafe_name(name)
+            try:
+                os.mkdir(name, dir_fd=dir_fd)
+            except FileExistsError:
+                pass  # made meanwhile: open whatever is there now, under the same rules
+            except OSError as exc:
+                raise WorkspaceError(
+                    f"cannot create directory {displayed_name(walked)}: {exc.strerror}"
+                ) from None
+            return self._open_step(dir_fd, name, walked, shown, create=False)
+        except OSError as exc:
+            raise self._open_failed(dir_fd, name, walked, exc) from None
+        self._refuse_identity(fd, os.fstat(fd), walked)
+        return fd
+
+    def _open_failed(self, dir_fd: int, name: str, walked: str, exc: OSError) -> WorkspaceError:
+        where = displayed_name(walked)
+        if is_symlink_at(name, dir_fd):
+            return WorkspaceError(
+                f"{where} became a symlink while this call ran (something is changing the workspace); "
+                "refused, nothing was done: retry"
+            )
+        if exc.errno == errno.ENOTDIR:
+            return WorkspaceError(f"{where} is not a directory")
+        return WorkspaceError(f"cannot open {where}: {exc.strerror}")
+
+    def _refuse_identity(self, fd: int | None, info: os.stat_result, walked: str) -> None:
+        """Refuse what *is* an excluded location, whatever name it was reached by (link, mount)."""
+        entry = self.excluded.identity(info)
+        if entry is None:
+            return
+        if fd is not None:
+            os.close(fd)
+        raise WorkspaceError(_excluded_message(walked, entry))
 
     def _open_regular(self, real_path: str, shown: str) -> Any:
         """A binary file object for a regular file; directories, FIFOs and devices are refused."""
-        fd = self._open(real_path, os.O_RDONLY, shown)
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
+        with self._descend(real_path, shown) as (dir_fd, name):
+            try:
+                # O_NONBLOCK: opening a FIFO must not hang waiting for a writer (it is refused after fstat).
+                fd = os.open(name, os.O_RDONLY | NOFOLLOW | CLOEXEC | _NONBLOCK, dir_fd=dir_fd)
+            except FileNotFoundError:
+                raise WorkspaceError(f"{shown} does not exist under the workspace root {self.root}") from None
+            except OSError as exc:
+                if is_symlink_at(name, dir_fd):
+                    raise WorkspaceError(
+                        f"{shown} was replaced by a symlink while being opened; refused"
+                    ) from None
+                raise WorkspaceError(f"cannot open {shown}: {exc.strerror}") from None
+        info = os.fstat(fd)
+        self._refuse_identity(fd, info, self.relative(real_path))
+        if not stat.S_ISREG(info.st_mode):
             os.close(fd)
-            if stat.S_ISDIR(mode):
+            if stat.S_ISDIR(info.st_mode):
                 raise WorkspaceError(f"{shown} is a directory: use list_files({shown!r})")
             raise WorkspaceError(f"{shown} is not a regular file (a device, FIFO or socket); not read")
         return os.fdopen(fd, "rb")
@@ -192,25 +408,41 @@ class Workspace:
         limit: int | None = None,
     ) -> str:
         base = self.resolve(path)
+        shown_base = self.shown(base)
         limit = self.limits.list_limit if limit is None else limit
+        lines = [f"root: {displayed_name(self.root)}"]
+        with self._descend(base, shown_base) as (dir_fd, name):
+            info = lstat_at(name, dir_fd)
+            if info is None:
+                raise WorkspaceError(f"{path} does not exist under the workspace root {self.root}")
+            if not stat.S_ISDIR(info.st_mode):
+                self._refuse_identity(None, info, self.relative(base))
+                lines.append(self._entry_line(dir_fd, name, base, info))
+                return "\n".join(lines)
+            base_fd = self._open_step(dir_fd, name, self.relative(base), shown_base, create=False)
         try:
-            base_stat = os.stat(base)
-        except FileNotFoundError:
-            raise WorkspaceError(f"{path} does not exist under the workspace root {self.root}") from None
-        lines = [f"root: {self.root}"]
-        if not stat.S_ISDIR(base_stat.st_mode):
-            lines.append(self._entry_line(base, os.lstat(base)))
-            return "\n".join(lines)
-        shown, more, skipped, scanned = 0, False, 0, 0
-        for entry_path, entry_stat in self._entries(base, recursive):
+            lines += self._listing(base_fd, base, pattern, recursive, include_hidden, limit)
+        finally:
+            os.close(base_fd)
+        return "\n".join(lines)
+
+    def _listing(
+        self, base_fd: int, base: str, pattern: str | None, recursive: bool, include_hidden: bool, limit: int
+    ) -> list[str]:
+        lines: list[str] = []
+        shown, more, hidden, excluded, scanned, quoted = 0, False, 0, 0, 0, False
+        below = self.excluded.under(base)  # up to 50,000 entries are compared: only with what can match
+        for dir_fd, entry, entry_path, entry_stat in self._entries(base_fd, base, recursive, below):
             scanned += 1
             if scanned > _SCAN_LIMIT:
                 lines.append(f"[stopped after scanning {_SCAN_LIMIT:,} entries; list a subdirectory instead]")
                 more = False
                 break
-            name = os.path.basename(entry_path)
-            if not include_hidden and (name.startswith(".") or name in _SKIPPED_NAMES):
-                skipped += 1
+            if not include_hidden and _is_hidden(entry):
+                hidden += 1
+                continue
+            if self._is_excluded_entry(entry_path, entry_stat, below):
+                excluded += 1
                 continue
             if pattern and not _matches(pattern, os.path.relpath(entry_path, base)):
                 continue
@@ -219,7 +451,8 @@ class Workspace:
                 if recursive:
                     break
                 continue
-            lines.append(self._entry_line(entry_path, entry_stat))
+            lines.append(self._entry_line(dir_fd, entry, entry_path, entry_stat))
+            quoted = quoted or has_unsafe_characters(self.relative(entry_path))
             shown += 1
         if shown == 0:
             lines.append("(no entries" + (f" matching {pattern!r}" if pattern else "") + ")")
@@ -227,54 +460,108 @@ class Workspace:
             lines.append(
                 f"[more entries not shown (limit {limit}): narrow with pattern or a subdirectory, or raise limit]"
             )
-        if skipped and not recursive:
+        if hidden and not recursive:
             lines.append(
-                f"[{skipped} hidden entries skipped (dotfiles, .ipynb_checkpoints): include_hidden=True]"
+                f"[{hidden} hidden entries skipped (dotfiles, .ipynb_checkpoints): include_hidden=True]"
             )
-        return "\n".join(lines)
+        if excluded:
+            lines.append(
+                f"[{excluded} entries in excluded locations not shown: secrets and configuration "
+                "(c.IPyMCP.excluded_paths) are out of reach of file tools]"
+            )
+        if quoted:
+            lines.append(
+                "[names in double quotes hold newlines or control characters and are JSON-escaped: "
+                "pass them to other tools as those JSON strings]"
+            )
+        return lines
 
-    def _entries(self, base: str, recursive: bool) -> Iterator[tuple[str, os.stat_result]]:
-        pending = deque([base])
+    def _entries(
+        self, base_fd: int, base: str, recursive: bool, below: Exclusions
+    ) -> Iterator[tuple[int, str, str, os.stat_result]]:
+        """(directory fd, name, real path, lstat) per entry, breadth first, directories first.
+
+        Subdirectories are reopened from ``base_fd`` one component at a time without following
+        links; one that cannot be (gone, swapped for a symlink, excluded) is skipped.
+        """
+        pending: deque[tuple[str, ...]] = deque([()])
         while pending:
-            directory = pending.popleft()
+            parts = pending.popleft()
+            dir_fd = self._reopen(base_fd, parts)
+            if dir_fd is None:
+                continue
             try:
-                with os.scandir(directory) as scan:
+                with os.scandir(dir_fd) as scan:
                     found = sorted(scan, key=lambda e: (not e.is_dir(follow_symlinks=False), e.name))
+                for entry in found:
+                    try:
+                        entry_stat = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    entry_path = os.path.join(base, *parts, entry.name)
+                    yield dir_fd, entry.name, entry_path, entry_stat
+                    if recursive and stat.S_ISDIR(entry_stat.st_mode) and not _is_hidden(entry.name):
+                        if not self._is_excluded_entry(entry_path, entry_stat, below):
+                            pending.append((*parts, entry.name))
             except OSError:
                 continue
-            for entry in found:
-                try:
-                    entry_stat = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                yield entry.path, entry_stat
-                hidden = entry.name.startswith(".") or entry.name in _SKIPPED_NAMES
-                if recursive and stat.S_ISDIR(entry_stat.st_mode) and not hidden:
-                    pending.append(entry.path)
+            finally:
+                if dir_fd != base_fd:
+                    os.close(dir_fd)
 
-    def _entry_line(self, entry_path: str, entry_stat: os.stat_result) -> str:
+    def _reopen(self, base_fd: int, parts: tuple[str, ...]) -> int | None:
+        fd = base_fd
+        try:
+            for part in parts:
+                child = open_directory(part, fd)
+                if fd != base_fd:
+                    os.close(fd)
+                fd = child
+                if self.excluded.identity(os.fstat(fd)) is not None:
+                    raise OSError(errno.EACCES, "excluded")
+        except OSError:
+            if fd != base_fd:
+                os.close(fd)
+            return None
+        return fd
+
+    def _is_excluded_entry(self, entry_path: str, entry_stat: os.stat_result, below: Exclusions) -> bool:
+        if below.match(entry_path) is not None or below.identity(entry_stat) is not None:
+            return True
+        if not stat.S_ISLNK(entry_stat.st_mode):
+            return False
+        try:  # a symlink into an excluded location is left out like the location itself
+            target, _ = _walk(entry_path, True, entry_path, self.root)
+        except WorkspaceError:
+            return False
+        return self.excluded.match(target) is not None
+
+    def _entry_line(self, dir_fd: int, name: str, entry_path: str, entry_stat: os.stat_result) -> str:
         mode = entry_stat.st_mode
         modified = _dt.datetime.fromtimestamp(entry_stat.st_mtime).isoformat(sep=" ", timespec="minutes")
-        name = self.relative(entry_path)
+        shown = self.shown(entry_path)
         if stat.S_ISDIR(mode):
-            return f"dir   {'-':>12}  {modified}  {name}/"
+            return f"dir   {'-':>12}  {modified}  {shown}/"
         if stat.S_ISLNK(mode):
-            target = os.readlink(entry_path)
             try:
-                real, _ = _walk(entry_path, True, name, self.root)
-                where = "outside the root" if not self.contains(real) else self.relative(real)
+                target = os.readlink(name, dir_fd=dir_fd)
+            except OSError:
+                target = "?"
+            try:
+                real, _ = _walk(entry_path, True, shown, self.root)
+                where = "outside the root" if not self.contains(real) else self.shown(real)
                 if not os.path.lexists(real):
                     where = "broken"
             except WorkspaceError:
                 where = "a symlink loop"
-            return f"link  {'-':>12}  {modified}  {name} -> {target} ({where})"
+            return f"link  {'-':>12}  {modified}  {shown} -> {displayed_name(target)} ({where})"
         kind = "file" if stat.S_ISREG(mode) else "other"
-        return f"{kind:<4}  {entry_stat.st_size:>12,}  {modified}  {name}"
+        return f"{kind:<4}  {entry_stat.st_size:>12,}  {modified}  {shown}"
 
     # -- reading -----------------------------------------------------------------------------
     def read_file(self, path: str, offset: int = 0, limit: int = 2000, raw: bool = False) -> FileView:
         real = self.resolve(path)
-        shown = self.relative(real)
+        shown = self.shown(real)
         with self._open_regular(real, shown) as handle:
             size = os.fstat(handle.fileno()).st_size
             head = handle.read(_SNIFF_BYTES)
@@ -381,32 +668,36 @@ class Workspace:
         replaced = self._write_atomic(real, data, overwrite)
         lines = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
         verb = "Replaced" if replaced else "Created"
-        return f"{verb} {self.relative(real)}: {len(data):,} bytes, {lines:,} lines."
+        return f"{verb} {self.shown(real)}: {len(data):,} bytes, {lines:,} lines."
 
     def _write_atomic(self, real: str, data: bytes, overwrite: bool) -> bool:
         """Write ``data`` to ``real`` through a temp file + rename; True if a file was replaced."""
         if real == self.root:
             raise WorkspaceError("the workspace root is a directory; give a file path")
-        shown = self.relative(real)
-        parent, name = os.path.split(real)
-        self._make_parents(parent)
-        dir_fd = self._open(parent, os.O_RDONLY | _DIRECTORY, self.relative(parent))
+        shown = self.shown(real)
+        with self._descend(real, shown, create=True) as (dir_fd, name):
+            return self._write_in(dir_fd, name, shown, data, overwrite)
+
+    def _write_in(self, dir_fd: int, name: str, shown: str, data: bytes, overwrite: bool) -> bool:
         temp = f".{name}.{secrets.token_hex(4)}{_TEMP_SUFFIX}"
         created = False
         try:
-            existing = _lstat_at(name, dir_fd)
+            existing = lstat_at(name, dir_fd)
             if existing is not None:
-                if stat.S_ISDIR(existing.st_mode):
-                    raise WorkspaceError(f"{shown} is a directory; choose a file path")
-                if stat.S_ISLNK(existing.st_mode):
-                    raise WorkspaceError(f"{shown} was replaced by a symlink; refused")
-                if not overwrite:
-                    raise WorkspaceError(
-                        f"{shown} already exists ({existing.st_size:,} bytes); pass overwrite=True to replace "
-                        "it, or use edit_file to change part of it"
-                    )
+                self._refuse_identity(None, existing, shown)
+            if existing is None:
+                refuse_unsafe_name(name)
+            elif stat.S_ISDIR(existing.st_mode):
+                raise WorkspaceError(f"{shown} is a directory; choose a file path")
+            elif stat.S_ISLNK(existing.st_mode):
+                raise WorkspaceError(f"{shown} was replaced by a symlink; refused")
+            elif not overwrite:
+                raise WorkspaceError(
+                    f"{shown} already exists ({existing.st_size:,} bytes); pass overwrite=True to replace "
+                    "it, or use edit_file to change part of it"
+                )
             fd = os.open(
-                temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o666, dir_fd=dir_fd
+                temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW | CLOEXEC, 0o666, dir_fd=dir_fd
             )
             created = True
             try:
@@ -423,7 +714,12 @@ class Workspace:
             if overwrite:
                 os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             else:
-                _rename_no_clobber(temp, name, dir_fd, shown)
+                try:
+                    rename_noreplace(dir_fd, temp, dir_fd, name)
+                except FileExistsError:
+                    raise WorkspaceError(
+                        f"{shown} was created meanwhile; pass overwrite=True to replace it"
+                    ) from None
             created = False
             try:
                 os.fsync(dir_fd)
@@ -440,23 +736,6 @@ class Workspace:
                     os.unlink(temp, dir_fd=dir_fd)
                 except OSError:
                     pass
-            os.close(dir_fd)
-
-    def _make_parents(self, parent: str) -> None:
-        missing: list[str] = []
-        current = parent
-        while not os.path.lexists(current):
-            missing.append(current)
-            current = os.path.dirname(current)
-        if not os.path.isdir(current) or os.path.islink(current):
-            raise WorkspaceError(f"{self.relative(current)} is not a directory; cannot create files under it")
-        for directory in reversed(missing):
-            try:
-                os.mkdir(directory)
-            except FileExistsError:
-                pass
-            if os.path.islink(directory) or not self.contains(os.path.realpath(directory)):
-                raise WorkspaceError(f"{self.relative(directory)} was swapped for a symlink; refused")
 
     def edit_file(self, path: str, old: str, new: str, count: int = 1) -> str:
         if old == "":
@@ -464,7 +743,7 @@ class Workspace:
         if old == new:
             raise WorkspaceError("old and new are the same; nothing to change")
         real = self.resolve(path)
-        shown = self.relative(real)
+        shown = self.shown(real)
         with self._open_regular(real, shown) as handle:
             size = os.fstat(handle.fileno()).st_size
             if size > self.limits.write_max_bytes:
@@ -503,66 +782,230 @@ class Workspace:
         real = self.resolve(path, follow_final=False)
         if real == self.root:
             raise WorkspaceError("refusing to delete the workspace root itself")
-        shown = self.relative(real)
+        shown = self.shown(real)
+        self._refuse_holding_excluded(real, shown, "deleted")
         try:
-            info = os.lstat(real)
-        except FileNotFoundError:
+            with self._descend(real, shown) as (dir_fd, name):
+                return self._delete_in(dir_fd, name, real, shown, recursive)
+        except _NotFound:
             raise WorkspaceError(f"{shown} does not exist; nothing deleted") from None
-        if not stat.S_ISDIR(info.st_mode):
-            os.unlink(real)
-            return f"Deleted {'symlink' if stat.S_ISLNK(info.st_mode) else 'file'} {shown}."
-        if not recursive:
-            try:
-                os.rmdir(real)
-            except OSError:
-                count = len(os.listdir(real))
+
+    def _delete_in(self, dir_fd: int, name: str, real: str, shown: str, recursive: bool) -> str:
+        info = lstat_at(name, dir_fd)
+        if info is None:
+            raise WorkspaceError(f"{shown} does not exist; nothing deleted")
+        self._refuse_identity(None, info, self.relative(real))
+        try:
+            if not stat.S_ISDIR(info.st_mode):
+                os.unlink(name, dir_fd=dir_fd)  # a symlink is removed itself, never its target
+                return f"Deleted {'symlink' if stat.S_ISLNK(info.st_mode) else 'file'} {shown}."
+            if not recursive:
+                return self._delete_empty(dir_fd, name, shown)
+            files = remove_tree(name, dir_fd, lambda found: self._refuse_identity(None, found, shown))
+        except OSError as exc:
+            if is_symlink_at(name, dir_fd):
                 raise WorkspaceError(
-                    f"{shown} is a directory with {count} entries; pass recursive=True to delete it and "
-                    "everything in it"
+                    f"{shown} became a symlink while this call ran; refused, only the link may be deleted: retry"
                 ) from None
-            return f"Deleted empty directory {shown}."
-        files = sum(len(names) for _, _, names in os.walk(real))
-        shutil.rmtree(real)  # does not follow symlinks inside the tree
+            raise WorkspaceError(
+                f"could not delete {shown}: {exc.strerror}; what was deleted before the error is gone "
+                "(list_files shows what is left)"
+            ) from None
         return f"Deleted directory {shown} ({files:,} files)."
+
+    def _delete_empty(self, dir_fd: int, name: str, shown: str) -> str:
+        try:
+            os.rmdir(name, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            raise WorkspaceError(
+                f"{shown} is a directory with {count_entries(name, dir_fd)} entries; pass recursive=True to "
+                "delete it and everything in it"
+            ) from None
+        return f"Deleted empty directory {shown}."
+
+    def _refuse_holding_excluded(self, real: str, shown: str, verb: str) -> None:
+        entry = self.excluded.within(real)
+        if entry is not None:
+            raise WorkspaceError(
+                f"{shown} contains {entry}, a location excluded from file tools (secrets and configuration: "
+                f"c.IPyMCP.excluded_paths), so it is not {verb} as a whole; work on the entries beside it"
+            )
 
     def move_path(self, src: str, dst: str, overwrite: bool = False) -> str:
         source = self.resolve(src, follow_final=False)
         target = self.resolve(dst, follow_final=False)
         if source == self.root:
             raise WorkspaceError("refusing to move the workspace root itself")
-        shown_src, shown_dst = self.relative(source), self.relative(target)
-        if not os.path.lexists(source):
-            raise WorkspaceError(f"{shown_src} does not exist; nothing moved")
+        shown_src, shown_dst = self.shown(source), self.shown(target)
         if target == source:
             raise WorkspaceError("src and dst are the same path")
         if target.startswith(source + os.sep):
             raise WorkspaceError(f"cannot move {shown_src} into itself ({shown_dst})")
-        if os.path.lexists(target):
-            if not overwrite:
-                raise WorkspaceError(f"{shown_dst} already exists; pass overwrite=True to replace it")
-            if os.path.isdir(target) and not os.path.islink(target):
-                if not os.path.isdir(source) or os.path.islink(source):
-                    raise WorkspaceError(f"{shown_dst} is a directory; a file cannot replace it")
-                if os.listdir(target):
-                    raise WorkspaceError(f"{shown_dst} is a non-empty directory; delete it first")
-        self._make_parents(os.path.dirname(target))
+        self._refuse_holding_excluded(source, shown_src, "moved")
         try:
-            os.replace(source, target)
-        except OSError as exc:
-            if exc.errno != errno.EXDEV:  # another file system
-                raise WorkspaceError(f"could not move {shown_src}: {exc.strerror}") from None
-            shutil.move(source, target)
+            with self._descend(source, shown_src) as (src_fd, src_name):
+                info = lstat_at(src_name, src_fd)
+                if info is None:
+                    raise _NotFound(shown_src)
+                self._refuse_identity(None, info, self.relative(source))
+                with self._descend(target, shown_dst, create=True) as (dst_fd, dst_name):
+                    move = _Move(src_fd, src_name, dst_fd, dst_name, shown_src, shown_dst, info)
+                    self._move(move, overwrite)
+        except _NotFound:
+            raise WorkspaceError(f"{shown_src} does not exist; nothing moved") from None
         return f"Moved {shown_src} to {shown_dst}."
+
+    def _move(self, move: _Move, overwrite: bool) -> None:
+        existing = lstat_at(move.dst_name, move.dst_fd)
+        if existing is None:
+            refuse_unsafe_name(move.dst_name)
+        elif not overwrite:
+            raise WorkspaceError(f"{move.shown_dst} already exists; pass overwrite=True to replace it")
+        elif stat.S_ISDIR(existing.st_mode) and not stat.S_ISDIR(move.info.st_mode):
+            raise WorkspaceError(f"{move.shown_dst} is a directory; a file cannot replace it")
+        try:
+            if overwrite:
+                os.rename(move.src_name, move.dst_name, src_dir_fd=move.src_fd, dst_dir_fd=move.dst_fd)
+            else:
+                rename_noreplace(move.src_fd, move.src_name, move.dst_fd, move.dst_name)
+        except OSError as exc:
+            if exc.errno == errno.EXDEV:  # another file system: copy, then delete the source
+                self._move_across(move, overwrite)
+                return
+            raise WorkspaceError(_move_refusal(move, exc, overwrite)) from None
+
+    def _move_across(self, move: _Move, overwrite: bool) -> None:
+        """Copy through descriptors to a temp name beside dst, rename it into place, then delete src."""
+        temp = f".{move.dst_name}.{secrets.token_hex(4)}{_TEMP_SUFFIX}"
+        try:
+            copy_entry(
+                move.src_fd,
+                move.src_name,
+                move.dst_fd,
+                temp,
+                lambda found: self._refuse_identity(None, found, move.shown_src),
+            )
+            if overwrite:
+                os.rename(temp, move.dst_name, src_dir_fd=move.dst_fd, dst_dir_fd=move.dst_fd)
+            else:
+                rename_noreplace(move.dst_fd, temp, move.dst_fd, move.dst_name)
+        except WorkspaceError:
+            _discard(move.dst_fd, temp)
+            raise
+        except OSError as exc:
+            _discard(move.dst_fd, temp)
+            raise WorkspaceError(_move_refusal(move, exc, overwrite)) from None
+        try:
+            if stat.S_ISDIR(move.info.st_mode):
+                remove_tree(move.src_name, move.src_fd, lambda found: None)
+            else:
+                os.unlink(move.src_name, dir_fd=move.src_fd)
+        except OSError as exc:
+            raise WorkspaceError(
+                f"copied {move.shown_src} to {move.shown_dst} (another file system), but could not delete "
+                f"the original: {exc.strerror}; delete_path it when it is free"
+            ) from None
 
     def make_directory(self, path: str) -> str:
         real = self.resolve(path)
-        shown = self.relative(real)
-        if os.path.isdir(real):
-            return f"{shown} already exists."
-        if os.path.lexists(real):
+        shown = self.shown(real)
+        with self._descend(real, shown, create=True) as (dir_fd, name):
+            info = lstat_at(name, dir_fd)
+            if info is None:
+                refuse_unsafe_name(name)
+                try:
+                    os.mkdir(name, dir_fd=dir_fd)
+                    return f"Created directory {shown}."
+                except FileExistsError:
+                    info = lstat_at(name, dir_fd)
+                except OSError as exc:
+                    raise WorkspaceError(f"could not create {shown}: {exc.strerror}") from None
+            if info is not None and stat.S_ISDIR(info.st_mode):
+                return f"{shown} already exists."
             raise WorkspaceError(f"{shown} exists and is not a directory")
-        self._make_parents(real)
-        return f"Created directory {shown}."
+
+
+@dataclass
+class _Move:
+    src_fd: int
+    src_name: str
+    dst_fd: int
+    dst_name: str
+    shown_src: str
+    shown_dst: str
+    info: os.stat_result
+
+
+def _move_refusal(move: _Move, exc: OSError, overwrite: bool) -> str:
+    if exc.errno == errno.EEXIST and not overwrite:
+        return f"{move.shown_dst} already exists (it appeared meanwhile); pass overwrite=True to replace it"
+    if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+        return f"{move.shown_dst} is a non-empty directory; delete it first"
+    if exc.errno == errno.EINVAL:
+        return f"cannot move {move.shown_src} into itself ({move.shown_dst})"
+    if exc.errno == errno.ENOTDIR:
+        return f"{move.shown_dst} is not a directory; a directory cannot replace it"
+    if exc.errno == errno.EISDIR:
+        return f"{move.shown_dst} is a directory; a file cannot replace it"
+    if exc.errno == errno.ENOENT:
+        return f"{move.shown_src} does not exist; nothing moved"
+    return f"could not move {move.shown_src}: {exc.strerror}"
+
+
+def _discard(dir_fd: int, name: str) -> None:
+    """Remove a half-made temp entry (file, link or tree); best effort."""
+    info = lstat_at(name, dir_fd)
+    try:
+        if info is not None and stat.S_ISDIR(info.st_mode):
+            remove_tree(name, dir_fd, lambda found: None)
+        elif info is not None:
+            os.unlink(name, dir_fd=dir_fd)
+    except OSError:
+        pass
+
+
+def _excluded_message(path: str, entry: str) -> str:
+    return (
+        f"{displayed_name(path)} is in {entry}, a location excluded from file tools (secrets and "
+        "configuration: c.IPyMCP.excluded_paths); it is not read, listed or changed. Ask the user if "
+        "you need something from it."
+    )
+
+
+# -- names -------------------------------------------------------------------------------------
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _unsafe(character: str) -> bool:
+    """Newlines, other control characters, line separators and bidi overrides: they forge listings."""
+    return unicodedata.category(character) in ("Cc", "Zl", "Zp") or character in _BIDI_CONTROLS
+
+
+def has_unsafe_characters(text: str) -> bool:
+    return not text.isprintable() and any(_unsafe(character) for character in text)
+
+
+def displayed_name(text: str) -> str:
+    """``text`` as is, or as a JSON string (quoted, escaped) if it holds control characters."""
+    if not has_unsafe_characters(text):
+        return text
+    escaped = (json.dumps(c)[1:-1] if _unsafe(c) or c in '"\\' else c for c in text)
+    return '"' + "".join(escaped) + '"'
+
+
+def refuse_unsafe_name(name: str) -> None:
+    if has_unsafe_characters(name):
+        first = next(character for character in name if _unsafe(character))
+        raise WorkspaceError(
+            f"the name {name!r} contains a newline or control character ({first!r}); file tools do not "
+            "create such names (they forge listings and break shells): choose a name without them"
+        )
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".") or name in _SKIPPED_NAMES
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -597,29 +1040,6 @@ def _walk(start: str, follow_final: bool, shown: str, root: str) -> tuple[str, b
             current = "/"
         pending.extendleft(reversed([part for part in target.split("/") if part not in ("", ".")]))
     return current, hops > 0
-
-
-def _lstat_at(name: str, dir_fd: int) -> os.stat_result | None:
-    try:
-        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
-
-
-def _rename_no_clobber(temp: str, name: str, dir_fd: int, shown: str) -> None:
-    """Atomically refuse to replace a file created meanwhile: link() fails if the name exists."""
-    try:
-        os.link(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
-    except FileExistsError:
-        raise WorkspaceError(f"{shown} was created meanwhile; pass overwrite=True to replace it") from None
-    except OSError:  # no hard links on this file system: check, then rename
-        if _lstat_at(name, dir_fd) is not None:
-            raise WorkspaceError(
-                f"{shown} was created meanwhile; pass overwrite=True to replace it"
-            ) from None
-        os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        return
-    os.unlink(temp, dir_fd=dir_fd)
 
 
 def _matches(pattern: str, relative: str) -> bool:

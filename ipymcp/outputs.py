@@ -236,7 +236,9 @@ def shape_outputs(outputs: list[dict[str, Any]], budget: Budget, tally: ImageTal
                     pieces.append(image)
                 break
     total = sum(len(p) for p in pieces if isinstance(p, str))
-    cut = _Cut.plan(total, budget.max_chars) if total > budget.max_chars else None
+    # A stream cut while capturing (head and tail kept) says how long it was: count what it lost.
+    cut_before = sum(o["length"] - len(as_text(o.get("text", ""))) for o in outputs if o.get("length"))
+    cut = _Cut.plan(total, budget.max_chars, cut_before) if total > budget.max_chars else None
     position, buffer = 0, []
     for piece in pieces + [None]:
         if isinstance(piece, str):
@@ -252,7 +254,9 @@ def shape_outputs(outputs: list[dict[str, Any]], budget: Budget, tally: ImageTal
             shaped.blocks.append(piece)
     if cut is not None:
         hint = f"; {budget.fetch_hint}" if budget.fetch_hint else ""
-        shaped.notes.append(f"[output truncated: {total:,} characters, the middle {cut.removed:,} cut{hint}]")
+        shaped.notes.append(
+            f"[output truncated: {total + cut_before:,} characters, the middle {cut.removed:,} cut{hint}]"
+        )
     if shaped.notes:
         shaped.blocks.append(TextContent(type="text", text="\n".join(shaped.notes)))
     return shaped.blocks
@@ -264,16 +268,17 @@ class _Cut:
 
     head_end: int
     tail_start: int
+    cut_before: int = 0
 
     @classmethod
-    def plan(cls, total: int, max_chars: int) -> _Cut:
+    def plan(cls, total: int, max_chars: int, cut_before: int = 0) -> _Cut:
         keep = max(200, max_chars)
         head = keep * 2 // 3
-        return cls(head, total - (keep - head))
+        return cls(head, total - (keep - head), cut_before)
 
     @property
     def removed(self) -> int:
-        return self.tail_start - self.head_end
+        return self.tail_start - self.head_end + self.cut_before
 
     def apply(self, text: str, start: int) -> str:
         """The kept part of ``text``, which begins at ``start`` in the joined text."""

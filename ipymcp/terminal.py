@@ -450,6 +450,17 @@ class Terminal:
         for pgid in pgids:
             kill_group(pgid, signal.SIGKILL)
 
+    def stop_all(self) -> int:
+        """End every process and command the agent started so far, and keep accepting new ones
+        (token rotation: nothing the old token started may outlive it). Returns how many ended."""
+        with self._lock:
+            processes = list(self.processes.values())
+            commands = list(self.commands.values())
+            self.processes.clear()
+            self.commands.clear()
+        self._end(processes, commands)
+        return len(processes) + len(commands)
+
     def close(self) -> None:
         """End every process and command the agent started (unload, kernel shutdown, exit)."""
         with self._lock:
@@ -460,30 +471,34 @@ class Terminal:
             commands = list(self.commands.values())
             self.processes.clear()
             self.commands.clear()
-        pgids = [p.pid for p in processes] + [c.pid for c in commands]
-        if pgids:
-            for process in processes:
-                process.signal_group(signal.SIGTERM)
-
-            def all_gone() -> bool:
-                for process in processes:
-                    process.poll()
-                for command in commands:
-                    command.process.poll()
-                return not any(group_exists(pgid) for pgid in pgids)
-
-            self._terminate_groups(pgids, all_gone, grace=min(self.stop_grace, 1.0))
-            for process in processes:
-                process.finish()
-            for command in commands:
-                try:
-                    command.process.wait(timeout=1.0)
-                except subprocess.TimeoutExpired:
-                    pass
+        self._end(processes, commands)
         try:
             atexit.unregister(self.close)
         except Exception:  # noqa: BLE001
             pass
+
+    def _end(self, processes: list[BackgroundProcess], commands: list[CommandRun]) -> None:
+        pgids = [p.pid for p in processes] + [c.pid for c in commands]
+        if not pgids:
+            return
+        for process in processes:
+            process.signal_group(signal.SIGTERM)
+
+        def all_gone() -> bool:
+            for process in processes:
+                process.poll()
+            for command in commands:
+                command.process.poll()
+            return not any(group_exists(pgid) for pgid in pgids)
+
+        self._terminate_groups(pgids, all_gone, grace=min(self.stop_grace, 1.0))
+        for process in processes:
+            process.finish()
+        for command in commands:
+            try:
+                command.process.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                pass
 
     def _check_open(self) -> None:
         if self._closed:

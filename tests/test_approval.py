@@ -160,3 +160,13 @@ async def test_the_notebook_asker_times_out_to_deny(kernel):
         assert result.is_error and "no answer in the notebook" in text_of(result)
     finally:
         kernel.run("_s.runtime.policy.set_notebook_asker(None)")
+
+
+def test_approve_on_says_where_the_user_will_be_asked(kernel):
+    out = kernel.run("%mcp approve on")["stdout"]
+    assert "asked by the agent's MCP client" in out and "no notebook view with the ipymcp extension" in out
+    kernel.run(NOTEBOOK_ASKER.format(answer="allow"))
+    try:
+        assert "asked in this notebook" in kernel.run("%mcp approve on")["stdout"]
+    finally:
+        kernel.run("_s.runtime.policy.set_notebook_asker(None)")

@@ -157,15 +157,19 @@ async def test_a_stale_runtime_file_of_a_dead_kernel_is_ignored(two_kernels: Any
             }
         )
     )
+    stale.chmod(0o600)  # as its kernel wrote it: skipped because the kernel is dead, not untrusted
     unreadable = runtime_dir() / "kernel-garbage.json"
     unreadable.write_text("{not json")
+    unreadable.chmod(0o600)
     try:
         async with connect(cwd="/") as bridge:
             assert await bridge.run("who") == "'beta'"
             listed = (await bridge.client.call_tool("list_notebooks", {})).structured_content
             assert "dead-kernel" not in {row["kernel_id"] for row in listed["notebooks"]}
-        out = subprocess.run([*COMMAND, "list", "--json"], capture_output=True, text=True, check=True).stdout
-        assert "dead-kernel" not in {info["kernel_id"] for info in json.loads(out)}
+        listing = subprocess.run([*COMMAND, "list", "--json"], capture_output=True, text=True, check=True)
+        assert "dead-kernel" not in {info["kernel_id"] for info in json.loads(listing.stdout)}
+        assert f"{unreadable}: it is not valid JSON" in listing.stderr
+        assert "of kernels that are no longer running" in listing.stderr and str(stale) not in listing.stderr
     finally:
         stale.unlink()
         unreadable.unlink()
@@ -333,6 +337,48 @@ async def test_kernel_restart_gives_one_clear_error_then_works(fresh_kernel: Ker
         assert "restarted" in text_of(first) and "variables are gone" in text_of(first)
         assert await bridge.run("y") == "2"
         assert await bridge.run("'x' in dir()") == "False"
+
+
+async def test_an_unpinned_bridge_stays_with_its_notebook_while_its_kernel_restarts() -> None:
+    """What the README's Claude Code line runs: chosen by the working directory, then bound to that
+    notebook. While its kernel restarts no call may run in the other notebook; then they go to the
+    same notebook's new kernel."""
+    root = Path(tempfile.mkdtemp(prefix="bound-"))
+    home = _notebook_kernel(root, "home")
+    time.sleep(1.1)  # runtime files order by a timestamp with one-second resolution: other is newest
+    other = _notebook_kernel(root, "other")
+    other_pid = int(other.run("import os; print(os.getpid())")["stdout"])
+    try:
+        async with connect(cwd=root / "home") as bridge:
+            assert await bridge.run("who") == "'home'"
+
+            home.km.restart_kernel(now=True)  # killed and started again; ipymcp not loaded there yet
+            home.kc.wait_for_ready(timeout=60)
+            for _ in range(3):
+                with anyio.fail_after(20):
+                    away = await bridge.client.call_tool("execute", {"code": "who"})
+                assert away.is_error, f"a call ran while home.ipynb was away: {text_of(away)}"
+                assert "home.ipynb" in text_of(away) and "other.ipynb" not in text_of(away)
+                assert "did not run" in text_of(away) or "did not complete" in text_of(away)
+                assert "select_notebook" in text_of(away)
+            status = await bridge.client.call_tool("kernel_status", {})
+            assert status.is_error and "did not run" in text_of(status)
+
+            home.load_ipymcp("who = 'home again'")
+            home_pid = int(home.run("import os; print(os.getpid())")["stdout"])
+            with anyio.fail_after(30):
+                while (back := await bridge.client.call_tool("execute", {"code": "who"})).is_error:
+                    assert "other.ipynb" not in text_of(back)
+                    await anyio.sleep(0.2)
+            assert text_of(back).strip() == "'home again'"
+            status = (await bridge.client.call_tool("kernel_status", {})).structured_content
+            assert status["pid"] == home_pid != other_pid
+            listed = (await bridge.client.call_tool("list_notebooks", {})).structured_content
+            selected = [row["notebook_path"] for row in listed["notebooks"] if row["selected"]]
+            assert selected == [str(home.notebook)]
+    finally:
+        home.shutdown()
+        other.shutdown()
 
 
 async def test_a_call_while_the_kernel_is_down_fails_fast(fresh_kernel: KernelHarness) -> None:

@@ -355,3 +355,131 @@ async def test_root_is_root_dir_if_set_else_the_notebooks_directory(kernel, work
     finally:
         set_config(kernel, root_dir="")
         kernel.run("import ipymcp._state as _s; _s.runtime.notebook_path = None; del _s")
+
+
+def test_moves_across_file_systems_copy_through_descriptors_and_never_clobber(tmp_path):
+    """A tmpfs mounted inside the root (a private mount namespace): rename fails with EXDEV there."""
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
+        pytest.skip("no mount namespaces here (unshare -m)")
+    (tmp_path / "mnt").mkdir()
+    (tmp_path / "tree" / "sub").mkdir(parents=True)
+    (tmp_path / "tree" / "sub" / "a.txt").write_text("hello\n")
+    os.symlink("/etc/passwd", tmp_path / "tree" / "link")
+    (tmp_path / "file.txt").write_text("file\n")
+    os.chmod(tmp_path / "file.txt", 0o640)
+    script = textwrap.dedent(
+        """
+        import os, sys
+        from ipymcp.files import Workspace, WorkspaceError
+        root = sys.argv[1]
+        workspace = Workspace(root)
+        print(workspace.move_path("tree", "mnt/tree"))
+        print(workspace.move_path("file.txt", "mnt/file.txt"))
+        print("mode", oct(os.stat(os.path.join(root, "mnt/file.txt")).st_mode & 0o777))
+        open(os.path.join(root, "again.txt"), "w").write("again\\n")
+        try:
+            workspace.move_path("again.txt", "mnt/file.txt")
+        except WorkspaceError as exc:
+            print("refused:", exc)
+        print(workspace.move_path("again.txt", "mnt/file.txt", overwrite=True))
+        os.makedirs(os.path.join(root, "deep", *["d"] * 60))
+        try:
+            workspace.move_path("deep", "mnt/deep")
+        except WorkspaceError as exc:
+            print("too deep:", exc)
+        for current, dirs, files in sorted(os.walk(os.path.join(root, "mnt"))):
+            for name in sorted(dirs + files):
+                path = os.path.join(current, name)
+                kind = "link " + os.readlink(path) if os.path.islink(path) else open(path).read().strip() if os.path.isfile(path) else "dir"
+                print("found", os.path.relpath(path, root), kind, oct(os.lstat(path).st_mode & 0o777))
+        """
+    )
+    done = subprocess.run(
+        [
+            "unshare",
+            "-m",
+            "sh",
+            "-c",
+            'mount -t tmpfs tmpfs "$1/mnt" && exec "$2" -c "$3" "$1"',
+            "-",
+            str(tmp_path),
+            KERNEL_PYTHON,
+            script,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "Moved tree to mnt/tree." in out and "Moved file.txt to mnt/file.txt." in out
+    assert "refused: mnt/file.txt already exists" in out and "overwrite=True" in out
+    assert "found mnt/tree/link link /etc/passwd" in out  # the link itself, never its target
+    assert "found mnt/tree/sub/a.txt hello" in out
+    assert "mode 0o640" in out and "found mnt/file.txt again" in out  # permissions copied; then replaced
+    assert "too deep: could not move deep: the tree is more than 48 levels deep" in out
+    assert sorted(os.listdir(tmp_path)) == ["deep", "mnt"]  # sources gone but the refused one
+    assert "found mnt/deep" not in out and ".ipymcp-tmp" not in out  # no half copy left
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["renameat2", "without renameat2"])
+def test_no_overwrite_moves_refuse_an_existing_destination_with_or_without_renameat2(
+    tmp_path, monkeypatch, native
+):
+    """Where the OS has no atomic no-replace rename, files fall back to link+unlink (still atomic)."""
+    from ipymcp import _dirfd
+    from ipymcp.files import Workspace, WorkspaceError
+
+    if not native:
+        monkeypatch.setattr(_dirfd, "_native_noreplace", lambda: None)
+    (tmp_path / "a.txt").write_text("a\n")
+    (tmp_path / "b.txt").write_text("b\n")
+    (tmp_path / "d1").mkdir()
+    (tmp_path / "d2").mkdir()
+    workspace = Workspace(tmp_path, excluded=[])
+    for src, dst in (("a.txt", "b.txt"), ("d1", "d2"), ("a.txt", "d2")):
+        with pytest.raises(WorkspaceError, match="already exists"):
+            workspace.move_path(src, dst)
+    assert (tmp_path / "b.txt").read_text() == "b\n" and (tmp_path / "a.txt").read_text() == "a\n"
+    assert workspace.move_path("a.txt", "c.txt") == "Moved a.txt to c.txt."
+    assert workspace.move_path("d1", "d3") == "Moved d1 to d3."
+    assert sorted(os.listdir(tmp_path)) == ["b.txt", "c.txt", "d2", "d3"]
+    assert workspace.write_file("new.txt", "n\n") == "Created new.txt: 2 bytes, 1 lines."
+    with pytest.raises(WorkspaceError, match="already exists"):
+        workspace.write_file("new.txt", "again\n")
+
+
+def test_a_very_deep_tree_is_deleted_with_few_descriptors():
+    """1,500 nested directories under a 200-descriptor limit: the walk must not hold one fd per level.
+
+    (The kernel shares its descriptors with the user's code; a delete must not starve it.) The
+    tree lives outside pytest's tmp_path, whose own cleanup cannot delete a tree that deep.
+    """
+    script = textwrap.dedent(
+        """
+        import os, resource, sys
+        from ipymcp.files import Workspace
+        root = sys.argv[1]
+        os.chdir(root)
+        for _ in range(1500):  # relative steps: the full path is longer than PATH_MAX
+            os.mkdir("d")
+            os.chdir("d")
+        open("leaf.txt", "w").write("x")
+        os.chdir(root)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        print(Workspace(root, excluded=[]).delete_path("d", recursive=True))
+        print(sorted(os.listdir(root)))
+        """
+    )
+    memory = (
+        "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    )  # 1,500 rmdirs on a busy disk take seconds
+    root = tempfile.mkdtemp(prefix="ipymcp-deep-", dir=memory)
+    try:
+        done = subprocess.run(
+            [KERNEL_PYTHON, "-c", script, root], capture_output=True, text=True, timeout=120
+        )
+    finally:
+        subprocess.run(["rm", "-rf", root], check=True)
+    assert "Deleted directory d (1 files)." in done.stdout, done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"

@@ -1,19 +1,26 @@
-"""Bad input never hurts: hand-picked hostile requests, then hypothesis against every tool.
+"""Bad input never hurts: hand-picked hostile requests, then hypothesis against every tool, every
+resource and completions.
 
 Everything goes through the real HTTP endpoint of a real kernel. The kernel runs at the ``edit``
-level, its working directory (the file tools' root) is a fresh temporary directory, and
-``delete_path`` / ``move_path`` are not fuzzed: random paths such as ``..`` would make a bug in
-the root confinement delete or move the test machine's files (their confinement is tested in the
-files suite). Tools above ``edit`` (execute, terminal) are still called: they must refuse cleanly.
+level; its working directory (the file tools' root) is a fresh directory two levels down in a
+scratch directory, with files of its own and sentinel files around it. ``delete_path`` and
+``move_path`` are fuzzed too, with paths kept inside the scratch directory *before* the server
+sees them (``..`` escapes land on the sentinels, never on the test machine's files), so a bug in
+the root confinement shows up as a missing sentinel, not as damage. Tools above ``edit``
+(execute, terminal) are still called: they must refuse cleanly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
 import string
+import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -21,23 +28,37 @@ import pytest
 from conftest import KernelHarness, mcp_client, text_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from mcp.shared.exceptions import MCPError
+from mcp.types import ResourceTemplateReference
 
-NOT_FUZZED = {"delete_path", "move_path"}
+# Tools that delete or move: their path arguments never leave the scratch directory.
+PATH_TOOLS = {"delete_path": {"path"}, "move_path": {"src", "dst"}}
+SCRATCH = Path(os.path.realpath(tempfile.mkdtemp(prefix="ipymcp-fuzz-")))
+ROOT = SCRATCH / "outer" / "root"
+SENTINELS = {SCRATCH / "sentinel.txt": "outside the root", SCRATCH / "outer" / "sibling.txt": "next to the root"}
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
 
 
 @pytest.fixture(scope="module")
 def target():
-    harness = KernelHarness()
+    (ROOT / "data" / "nested").mkdir(parents=True)
+    for path, text in SENTINELS.items():
+        path.write_text(text)
+    for name in ("data/x.txt", "data/nested/y.txt", "notes.md"):
+        (ROOT / name).write_text("fuzz me")
+    harness = KernelHarness(cwd=ROOT)
     harness.load_ipymcp("get_ipython().config.IPyMCP.permissions = 'edit'")
     harness.run("precious = {'user': 'data'}")
     yield harness
     harness.shutdown()
+    shutil.rmtree(SCRATCH, ignore_errors=True)
 
 
 def kernel_untouched(kernel: KernelHarness) -> None:
     assert kernel.run("print(precious)")["stdout"].strip() == "{'user': 'data'}"
     assert kernel.run("print(sum(range(10)))")["stdout"].strip() == "45"
+    for path, text in SENTINELS.items():
+        assert path.read_text() == text, f"{path} was changed from inside the root"
 
 
 # -- hand-picked hostile requests -----------------------------------------------------------------
@@ -179,6 +200,13 @@ class BackgroundClient:
             timeout
         )
 
+    def request(self, make: Any, timeout: float = 60) -> Any:
+        """The answer to ``make(client)``, or the MCPError it raised (a clean JSON-RPC error)."""
+        try:
+            return asyncio.run_coroutine_threadsafe(make(self.client), self.loop).result(timeout)
+        except MCPError as exc:
+            return exc
+
     def list_tools(self) -> Any:
         return asyncio.run_coroutine_threadsafe(self.client.list_tools(), self.loop).result(30)
 
@@ -247,9 +275,29 @@ def value_for(schema: dict[str, Any]) -> st.SearchStrategy:
     return st.one_of(*options)
 
 
-def arguments_for(schema: dict[str, Any]) -> st.SearchStrategy:
+def in_scratch(value: Any) -> Any:
+    """A path that cannot reach outside the scratch directory even if the root check failed."""
+    if not isinstance(value, str):
+        return value
+    where = os.path.normpath(os.path.join(ROOT, value.replace("\x00", "")))
+    return value if where == str(SCRATCH) or where.startswith(f"{SCRATCH}{os.sep}") else "escaped.txt"
+
+
+scratch_paths = st.one_of(
+    nasty_text,
+    st.sampled_from(
+        ["data/x.txt", "data", "data/nested", "notes.md", ".", "../sibling.txt", "../../sentinel.txt", "../.."]
+    ),
+    st.sampled_from(list(map(str, SENTINELS)) + [str(ROOT), str(ROOT / "data")]),
+).map(in_scratch)
+
+
+def arguments_for(schema: dict[str, Any], paths: set[str] = frozenset()) -> st.SearchStrategy:
     properties = schema.get("properties", {})
-    fields = {name: value_for(spec) for name, spec in properties.items()}
+    fields = {
+        name: st.one_of(scratch_paths, value_for(spec).map(in_scratch)) if name in paths else value_for(spec)
+        for name, spec in properties.items()
+    }
     required = set(schema.get("required", []))
     return st.fixed_dictionaries(
         {k: v for k, v in fields.items() if k in required},
@@ -271,7 +319,7 @@ def fuzz_tool(fuzz_client: BackgroundClient, name: str, schema: dict[str, Any], 
     @settings(
         max_examples=max_examples, deadline=None, database=None, suppress_health_check=list(HealthCheck)
     )
-    @given(arguments=arguments_for(schema))
+    @given(arguments=arguments_for(schema, PATH_TOOLS.get(name, set())))
     def survives(arguments: dict[str, Any]) -> None:
         nonlocal count
         count += 1
@@ -292,15 +340,65 @@ def test_every_tool_survives_generated_arguments(target, fuzz_client):
     assert "execute" in tools and "list_variables" in tools
     fuzzed: dict[str, int] = {}
     for name, schema in sorted(tools.items()):
-        if name in NOT_FUZZED:
-            continue
         started = time.monotonic()
         fuzz_client.call(name, {})
         slow = time.monotonic() - started > 0.5
         fuzzed[name] = fuzz_tool(fuzz_client, name, schema, max_examples=4 if slow else 25)
         assert not fuzz_client.call("kernel_status", {}).is_error, f"server unhealthy after {name}"
-    assert set(fuzzed) == set(tools) - NOT_FUZZED
+    assert set(fuzzed) == set(tools) and set(PATH_TOOLS) <= set(fuzzed)
     assert all(n >= 4 for n in fuzzed.values()), fuzzed
     print("examples per tool:", fuzzed)
-    assert set(fuzzed) == set(tools) - NOT_FUZZED
+    kernel_untouched(target)
+
+
+resource_uris = st.one_of(
+    nasty_text.map(lambda text: f"ipymcp://variables/{text}"),
+    nasty_text.map(lambda text: f"ipymcp://history/{text}"),
+    st.sampled_from(["ipymcp://history", "ipymcp://variables/precious", "ipymcp://history/1", "ipymcp://"]),
+    nasty_text,
+)
+
+
+def answers_cleanly(answer: Any, what: str) -> None:
+    """A result, or a JSON-RPC error with a message: never a dropped request or a bare crash."""
+    if isinstance(answer, MCPError):
+        assert str(answer).strip(), f"{what}: empty error"
+
+
+def test_every_resource_survives_generated_uris(target, fuzz_client):
+    count = 0
+
+    @settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(uri=resource_uris)
+    def survives(uri: str) -> None:
+        nonlocal count
+        count += 1
+        answer = fuzz_client.request(lambda c: c.read_resource(uri, cache_mode="bypass"))
+        answers_cleanly(answer, uri)
+
+    survives()
+    assert count >= 40
+    assert not fuzz_client.call("kernel_status", {}).is_error
+    kernel_untouched(target)
+
+
+def test_completions_survive_generated_references_and_arguments(target, fuzz_client):
+    count = 0
+
+    @settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(
+        uri=st.one_of(st.just("ipymcp://variables/{name}"), resource_uris),
+        name=st.one_of(st.just("name"), nasty_text),
+        value=nasty_text,
+    )
+    def survives(uri: str, name: str, value: str) -> None:
+        nonlocal count
+        count += 1
+        reference = ResourceTemplateReference(type="ref/resource", uri=uri)
+        answer = fuzz_client.request(lambda c: c.complete(reference, {"name": name, "value": value}))
+        answers_cleanly(answer, f"complete {uri} {name}")
+
+    survives()
+    assert count >= 40
+    assert not fuzz_client.call("kernel_status", {}).is_error
     kernel_untouched(target)

@@ -201,3 +201,104 @@ async def test_tools_describe_themselves_for_a_model(kernel):
     assert tools["execute"].annotations.destructive_hint is True
     for tool in tools.values():
         assert len(tool.description or "") > 40, tool.name
+
+
+async def test_the_readme_paths_keep_working(kernel):
+    kernel.run(
+        "import numpy as np, pandas as pd\n"
+        "rp_df = pd.DataFrame({'a': [1, 2], 'b': [3.5, 4.5]})\n"
+        "rp_cfg = {'lr': 0.01}\n"
+        "rp_items = ['w', 'x', 'y', 'z']\n"
+        "rp_arr = np.arange(100).reshape(10, 10)"
+    )
+    async with kernel.client() as c:
+        columns = (await c.call_tool("inspect_variable", {"name": "rp_df.columns"})).structured_content
+        lr = (await c.call_tool("inspect_variable", {"name": "rp_cfg['lr']"})).structured_content
+        item = (await c.call_tool("inspect_variable", {"name": "rp_items[3]"})).structured_content
+        head = (await c.call_tool("inspect_variable", {"name": "rp_arr[:5]"})).structured_content
+        column = (await c.call_tool("inspect_variable", {"name": "rp_df['b']"})).structured_content
+    assert columns["first_values"] == ["a", "b"] and columns["length"] == 2
+    assert lr["value"] == "0.01" and item["value"] == "z"
+    assert head["shape"] == [5, 10] and head["first_values"].startswith("[0 1 2")
+    assert column["type"] == "pandas.Series" and "4.5" in column["head"]
+
+
+async def test_a_matplotlib_figure_shows_its_axes_titles_and_artists(kernel):
+    kernel.run(
+        "import matplotlib.pyplot as plt\n"
+        "pv_fig, (left, right) = plt.subplots(1, 2)\n"
+        "left.plot([1, 2, 3], label='loss'); left.plot([3, 2, 1], label='val'); left.set_title('Loss')\n"
+        "left.set_xlabel('epoch'); left.legend()\n"
+        "right.scatter([1, 2], [3, 4]); right.set_title('Accuracy'); pv_fig.suptitle('Run 7')\n"
+        "plt.close(pv_fig)"
+    )
+    async with kernel.client() as c:
+        figure = (await c.call_tool("inspect_variable", {"name": "pv_fig"})).structured_content
+        first = (await c.call_tool("inspect_variable", {"name": "pv_fig.axes[0]"})).structured_content
+        listed = (await c.call_tool("list_variables", {"pattern": "pv_fig"})).structured_content
+    assert figure["axes_count"] == 2 and figure["suptitle"] == "Run 7"
+    loss, accuracy = figure["axes"]
+    assert loss["title"] == "Loss" and loss["xlabel"] == "epoch" and loss["lines"] == 2
+    assert loss["line_labels"] == ["loss", "val"] and loss["legend"] is True
+    assert accuracy["title"] == "Accuracy" and accuracy["collections"] == 1 and accuracy["lines"] == 0
+    assert first["title"] == "Loss"
+    assert listed["variables"][0]["summary"] == "2 axes: 'Loss', 'Accuracy'"
+
+
+async def test_a_widget_shows_its_value(kernel):
+    kernel.run("import ipywidgets as widgets\npv_slider = widgets.IntSlider(value=7, min=0, max=10, description='n')")
+    async with kernel.client() as c:
+        slider = (await c.call_tool("inspect_variable", {"name": "pv_slider"})).structured_content
+        value = (await c.call_tool("inspect_variable", {"name": "pv_slider.value"})).structured_content
+    assert slider["widget"] == "IntSlider"
+    assert (slider["value"], slider["min"], slider["max"], slider["description"]) == ("7", "0", "10", "n")
+    assert value["value"] == "7"
+
+
+async def test_xarray_shows_dims_shape_dtype_and_coords(kernel):
+    kernel.run(
+        "import numpy as np, xarray as xr\n"
+        "pv_da = xr.DataArray(np.arange(6.0).reshape(2, 3), dims=('time', 'x'),\n"
+        "                     coords={'time': [10, 20]}, name='temp', attrs={'units': 'K'})\n"
+        "pv_ds = pv_da.to_dataset()"
+    )
+    async with kernel.client() as c:
+        array = (await c.call_tool("inspect_variable", {"name": "pv_da"})).structured_content
+        dataset = (await c.call_tool("inspect_variable", {"name": "pv_ds"})).structured_content
+        variable = (await c.call_tool("inspect_variable", {"name": "pv_ds['temp']"})).structured_content
+        coords = (await c.call_tool("inspect_variable", {"name": "pv_da.coords"})).structured_content
+    assert (array["dims"], array["shape"], array["dtype"]) == (["time", "x"], [2, 3], "float64")
+    assert array["data"] == "in memory" and array["stats"]["max"] == 5.0
+    assert array["coords"]["time"]["first_values"] == ["10", "20"] and array["attrs"] == {"units": "'K'"}
+    assert dataset["sizes"] == {"time": 2, "x": 3} and dataset["data_vars"]["temp"]["shape"] == [2, 3]
+    assert variable["dims"] == ["time", "x"] and list(coords["coords"]) == ["time"]
+
+
+async def test_sympy_shows_the_expression(kernel):
+    kernel.run(
+        "import sympy\npv_x = sympy.Symbol('x')\npv_f = sympy.Function('f')\n"
+        "pv_expr = sympy.sin(pv_x)**2 + pv_f(pv_x) / 3\n"
+        "pv_big = sympy.Add(*[sympy.Symbol(f'y{i}') ** (i + 2) for i in range(4000)], evaluate=False)"
+    )
+    async with kernel.client() as c:
+        symbol = (await c.call_tool("inspect_variable", {"name": "pv_x"})).structured_content
+        expression = (await c.call_tool("inspect_variable", {"name": "pv_expr"})).structured_content
+        big = (await c.call_tool("inspect_variable", {"name": "pv_big"})).structured_content
+    assert symbol["expression"] == "x"
+    assert expression["expression"] == "f(x)/3 + sin(x)**2" and expression["free_symbols"] == ["x"]
+    assert len(big["expression"]) <= 4000
+
+
+async def test_the_settings_give_the_tools_their_defaults(fresh_kernel):
+    fresh_kernel.load_ipymcp(
+        "get_ipython().config.IPyMCP.execute_timeout = 1.5\nget_ipython().config.IPyMCP.list_variables_limit = 3"
+    )
+    fresh_kernel.run("for _i in range(10): globals()[f'setting_{_i}'] = _i")
+    async with fresh_kernel.client() as c:
+        tools = {t.name: t for t in (await c.list_tools()).tools}
+        listed = (await c.call_tool("list_variables", {"pattern": "setting_*"})).structured_content
+        slow = await c.call_tool("execute", {"code": "import time; time.sleep(30)"})
+    assert "execute_timeout" in tools["execute"].input_schema["properties"]["timeout"]["description"]
+    assert "list_variables_limit" in tools["list_variables"].input_schema["properties"]["limit"]["description"]
+    assert len(listed["variables"]) == 3 and listed["total"] == 10
+    assert slow.is_error and "timeout of 1.5 s" in text_of(slow)

@@ -68,10 +68,10 @@ def test_unload_stops_the_server_frees_the_port_and_removes_the_runtime_file(fre
     assert port_is_free(port)
     hooks = fresh_kernel.run(
         "import sys; ip = get_ipython()\n"
-        "print(type(sys.stdout).__name__, '_showtraceback' in vars(ip), "
+        "print(type(sys.stdout).__name__, 'send' in vars(ip.kernel.session), 'exit_now' in ip._trait_validators, "
         "'finish_displayhook' in vars(ip.displayhook), 'mcp' in ip.magics_manager.magics['line'])"
     )["stdout"]
-    assert hooks == "OutStream False False False\n"
+    assert hooks == "OutStream False False False False\n"
     assert fresh_kernel.run("print('user fine')")["stdout"] == "user fine\n"
 
 

@@ -19,9 +19,9 @@ def limited():
     harness.shutdown()
 
 
-def set_guard(kernel, **values) -> None:
-    assignments = "; ".join(f"_g.{k} = {v!r}" for k, v in values.items())
-    kernel.run(f"import ipymcp._state as _s; _g = _s.runtime.toolbox.guard; {assignments}; del _s, _g")
+def set_limits(kernel, **values) -> None:
+    assignments = "; ".join(f"_l.{k} = {v!r}" for k, v in values.items())
+    kernel.run(f"import ipymcp._state as _s; _l = _s.runtime.policy.limits; {assignments}; del _s, _l")
 
 
 async def test_request_body_over_the_limit_gets_413_and_the_server_stays_up(limited):
@@ -49,7 +49,7 @@ async def test_output_budget_applies_per_call(limited):
 
 
 async def test_too_many_concurrent_calls_are_refused_with_a_clear_error(limited):
-    set_guard(limited, max_concurrent=2, max_queued=10)
+    set_limits(limited, max_concurrent=2, max_queued=10)
     try:
         async with limited.client() as c:
             calls = [c.call_tool("execute", {"code": "import time; time.sleep(1.5)"}) for _ in range(3)]
@@ -58,11 +58,11 @@ async def test_too_many_concurrent_calls_are_refused_with_a_clear_error(limited)
         assert len(refused) == 1
         assert "Too many calls in progress (2, limit 2)" in text_of(refused[0])
     finally:
-        set_guard(limited, max_concurrent=32, max_queued=8)
+        set_limits(limited, max_concurrent=32, max_queued=8)
 
 
 async def test_queued_executions_over_the_cap_are_refused_and_interrupt_still_works(limited):
-    set_guard(limited, max_queued=1)
+    set_limits(limited, max_queued=1)
     try:
         async with limited.client() as c:
             first = asyncio.ensure_future(c.call_tool("execute", {"code": "import time; time.sleep(3)"}))
@@ -75,7 +75,7 @@ async def test_queued_executions_over_the_cap_are_refused_and_interrupt_still_wo
             assert not stop.is_error, text_of(stop)
             await asyncio.gather(first, second)
     finally:
-        set_guard(limited, max_queued=8)
+        set_limits(limited, max_queued=8)
     assert limited.run("print('kernel fine')")["stdout"].strip() == "kernel fine"
 
 

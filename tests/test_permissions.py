@@ -74,7 +74,9 @@ async def test_inserting_a_cell_at_edit_level_may_not_run_it(kernel):
         refused = await c.call_tool("insert_cell", {"source": "perm_marker = 'ran'", "execute": True})
         markdown = await c.call_tool("insert_cell", {"source": "# title", "cell_type": "markdown", "execute": True})
     assert refused.is_error
-    assert "insert_cell(execute=True) needs the 'execute' permission level" in text_of(refused)
+    assert "this insert_cell call (with these arguments; insert_cell itself is 'edit') needs the 'execute'" in text_of(
+        refused
+    )
     assert "needs the 'execute'" not in text_of(markdown)  # rendering markdown runs nothing
 
 

@@ -55,6 +55,38 @@ class MainThreadBridge:
         self.queued: list[AgentJob] = []
         self._lock = threading.Lock()
         self._nudger: Any = None
+        self._abort_queues: Any = None
+
+    # -- the kernel's own queue ----------------------------------------------------------------
+    def install(self) -> None:
+        """On ipykernel 6.9 to 6.29.2 (Colab pins 6.17.1), end stop-on-error as 6.29.3 does.
+
+        After an error reply those versions keep aborting execute requests until one more turn
+        of the event loop. Our server thread competes for the GIL, so that turn comes late and a
+        cell the user sent after seeing the error was aborted (1 to 9 in 40 tries right after
+        %load_ext). ipykernel 6.29.3 (PR #1212) queues the end of the abort right behind the
+        requests already received; the same few lines are installed here until unload.
+        """
+        kernel = self.kernel
+        if self._abort_queues is not None or not _abort_ends_a_loop_turn_late(kernel):
+            return
+        original = kernel._abort_queues
+
+        def _abort_queues(*args: Any, **kwargs: Any) -> Any:
+            if args or kwargs or kernel.stop_on_error_timeout:
+                return original(*args, **kwargs)
+            kernel._aborting = True
+            kernel.log.info("Aborting queue")
+            kernel.shell_stream.flush()  # every request already waiting is aborted
+
+            async def stop_aborting() -> None:
+                kernel.log.info("Finishing abort")
+                kernel._aborting = False
+
+            kernel.schedule_dispatch(stop_aborting)
+
+        kernel._abort_queues = _abort_queues
+        self._abort_queues = _abort_queues
 
     # -- submitting ---------------------------------------------------------------------------
     def submit(self, work: Callable[[AgentJob], Awaitable[Any]], description: str) -> AgentJob:
@@ -182,12 +214,27 @@ class MainThreadBridge:
                 return
 
     def close(self) -> None:
+        if self._abort_queues is not None and vars(self.kernel).get("_abort_queues") is self._abort_queues:
+            del self.kernel._abort_queues
+        self._abort_queues = None
         if self._nudger is not None:
             try:
                 self._nudger.stop_channels()
             except Exception:  # noqa: BLE001
                 pass
             self._nudger = None
+
+
+def _abort_ends_a_loop_turn_late(kernel: Any) -> bool:
+    try:
+        import ipykernel
+        from packaging.version import Version
+
+        version = Version(ipykernel.__version__)
+    except Exception:  # noqa: BLE001 - unknown kernel: leave it as it is
+        return False
+    needed = ("_abort_queues", "schedule_dispatch", "shell_stream", "stop_on_error_timeout")
+    return Version("6.9") <= version < Version("6.29.3") and all(hasattr(kernel, name) for name in needed)
 
 
 def _clear_async_exception(ident: int | None) -> None:

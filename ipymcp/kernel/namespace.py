@@ -1,40 +1,57 @@
-"""Bounded, type-aware views of the user's namespace, safe to compute while a cell runs.
+"""The user's namespace as inspection sees it: listing names, resolving paths, previewing values.
 
-These run on a server thread, concurrently with user code. Rules that keep them safe and fast:
-never call ``repr`` (or any method) of an object whose type we do not know; read only cheap
-attributes of known types (numpy, pandas, torch, builtins); copy the namespace dict first (one
-C call under the GIL) so a running cell can keep assigning.
+These run on a server thread, beside the user's cell, at every permission level, so they never run
+the notebook's code (``static``: properties, ``__getattr__``, ``__getitem__``, overrides of
+builtin subclasses…) and run library code only through one allow-list (``library``). What cannot
+be read that way is described (a property, a method, a ``__getattr__`` class…) with the way to get
+it: ``execute``. The namespace dict is copied first (one C call under the GIL) so a running cell
+can keep assigning.
 """
 
 from __future__ import annotations
 
 import ast
 import fnmatch
-import inspect
 import re
-import sys
+from dataclasses import dataclass, field
 from typing import Any
+
+from . import library, library_previews, static  # noqa: F401 - loaded with the server, not on a first call
+from .previews import error_text, preview_value, safe_repr, subclass_note, summarize
+
+__all__ = ["NotEvaluated", "VariableError", "inspect", "list_variables", "resolve", "summarize", "user_variables"]
 
 _IPYTHON_PRIVATE = re.compile(r"^(_+|_i+|_i\d+|_\d+|_oh|_ih|_dh)$")
 _IPYTHON_PUBLIC = frozenset({"In", "Out", "exit", "quit", "get_ipython"})
-_MAX_STR = 200
+# A slice of a list/tuple/str larger than this is refused rather than copied.
+_MAX_SLICE = 100_000
 
 
 class VariableError(LookupError):
     """A name or path the agent asked about does not resolve."""
 
 
+class NotEvaluated(Exception):
+    """The path leads to something only running code could produce; ``description`` says what."""
+
+    def __init__(self, description: dict[str, Any]):
+        super().__init__(description["what"])
+        self.description = description
+
+
 def user_variables(shell: Any, include_private: bool = False) -> dict[str, Any]:
-    namespace = dict(shell.user_ns)
+    namespace = dict.copy(shell.user_ns)
     hidden = shell.user_ns_hidden
     result = {}
-    for name, value in namespace.items():
+    for name, value in dict.items(namespace):
+        if type(name) is not str:
+            continue  # globals()[1] = … is possible; a name that is not a str has no path
         if name[:1] == "_":
             if not include_private or _IPYTHON_PRIVATE.match(name):
                 continue
         elif name in _IPYTHON_PUBLIC:
             continue
-        if name in hidden and hidden[name] is value:
+        if dict.get(hidden, name, static.MISSING) is value:
             continue
         result[name] = value
     return result
@@ -46,127 +63,75 @@ def list_variables(
     variables = user_variables(shell, include_private)
     names = sorted(variables)
     if pattern:
-        names = [n for n in names if _name_matches(n, pattern)]
+        matches = _name_matcher(pattern)
+        names = [n for n in names if matches(n)]
     total = len(names)
     rows = [summarize(name, variables[name]) for name in names[: max(0, limit)]]
     return {"variables": rows, "total": total, "truncated": total > len(rows)}
 
 
-def _name_matches(name: str, pattern: str) -> bool:
-    """A glob such as ``df*``; a plain word matches as a substring (``df`` finds ``my_df``)."""
+def _name_matcher(pattern: str) -> Any:
+    """A glob such as ``df*``; a plain word matches as a substring (``df`` finds ``my_df``).
+
+    Compiled here, not through ``fnmatch.fnmatchcase``: its cache of compiled patterns holds up
+    to 32,768 entries (a flood of distinct patterns stays in memory). ``re``'s own cache is
+    small and bounded, and the pattern's length is bounded by the tool.
+    """
     if any(ch in pattern for ch in "*?["):
-        return fnmatch.fnmatchcase(name, pattern)
-    return pattern in name
-
-
-# -- one-line summaries ---------------------------------------------------------------------------
-
-
-def type_name(value: Any) -> str:
-    cls = type(value)
-    module = cls.__module__
-    if module in ("builtins", "__main__"):
-        return cls.__qualname__
-    return f"{module.split('.')[0]}.{cls.__qualname__}"
-
-
-def summarize(name: str, value: Any) -> dict[str, Any]:
-    """Type, a one-line summary and a size estimate, without running user code."""
-    cls = type(value)
-    module = cls.__module__.split(".")[0]
-    summary, size = "", None
-    try:
-        if module == "numpy" and hasattr(cls, "shape") and cls.__name__ in ("ndarray", "memmap", "matrix"):
-            summary, size = f"shape={value.shape} dtype={value.dtype}", int(value.nbytes)
-        elif module == "pandas" and cls.__name__ == "DataFrame":
-            summary = f"shape={value.shape} columns={_short_list(list(value.columns[:8]), len(value.columns))}"
-            size = _pandas_size(value)
-        elif module == "pandas" and cls.__name__ in ("Series", "Index"):
-            summary, size = f"len={len(value)} dtype={value.dtype}", _pandas_size(value)
-        elif module == "torch" and cls.__name__ in ("Tensor", "Parameter"):
-            summary = f"shape={tuple(value.shape)} dtype={value.dtype} device={value.device}"
-            size = int(value.element_size() * value.nelement())
-        elif cls in (int, float, complex, bool) or value is None:
-            summary, size = _bounded_text(repr(value)), sys.getsizeof(value)
-        elif cls is str:
-            summary, size = f"len={len(value)} {_bounded_text(repr(value[:60]))}", sys.getsizeof(value)
-        elif cls in (bytes, bytearray):
-            summary, size = f"len={len(value)}", sys.getsizeof(value)
-        elif cls in (list, tuple, set, frozenset, dict) or isinstance(value, (list, tuple, set, frozenset, dict)):
-            summary, size = f"len={len(value)}", sys.getsizeof(value)
-        elif inspect.isfunction(value) or inspect.isbuiltin(value) or inspect.ismethod(value):
-            summary = f"{getattr(value, '__name__', name)}{_signature(value)}"
-        elif inspect.isclass(value):
-            summary = f"class {value.__module__}.{value.__qualname__}"
-        elif inspect.ismodule(value):
-            summary = value.__name__
-    except Exception as exc:  # noqa: BLE001 - a broken __len__ must not break the listing
-        summary = f"<summary failed: {type(exc).__name__}>"
-    row: dict[str, Any] = {"name": name, "type": type_name(value), "summary": summary}
-    if size is not None:
-        row["size_bytes"] = size
-    return row
-
-
-def _pandas_size(value: Any) -> int | None:
-    try:
-        usage = value.memory_usage(index=True, deep=False)
-        return int(usage.sum()) if hasattr(usage, "sum") else int(usage)
-    except Exception:  # noqa: BLE001
-        return None
-
-
-def _short_list(items: list, total: int) -> str:
-    text = ", ".join(_bounded_text(str(i), 30) for i in items)
-    return f"[{text}{', …' if total > len(items) else ''}]"
-
-
-def _bounded_text(text: str, limit: int = _MAX_STR) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _signature(fn: Any) -> str:
-    try:
-        return str(inspect.signature(fn))
-    except (TypeError, ValueError):
-        return "(...)"
+        return re.compile(fnmatch.translate(pattern)).match
+    return lambda name: pattern in name
 
 
 # -- resolving a path such as df.columns, cfg['lr'], items[3] --------------------------------------
 
 
-def resolve(shell: Any, path: str) -> Any:
-    """Evaluate a dotted / indexed path without calling anything the agent wrote.
+@dataclass
+class Resolved:
+    value: Any
+    notes: list[str] = field(default_factory=list)
 
-    Only names, attributes and constant subscripts are accepted: ``a.b``, ``a['k']``,
-    ``a[3]``, ``a[-1]``, ``a[1:5]``.
+
+def inspect(shell: Any, path: str, max_chars: int = 4000) -> dict[str, Any]:
+    """The preview of ``path``, or the description of what reading it would run."""
+    try:
+        resolved = resolve(shell, path)
+    except NotEvaluated as described:
+        return described.description
+    info = preview_value(path, resolved.value, max_chars)
+    if resolved.notes:
+        info["notes"] = resolved.notes
+    return info
+
+
+def resolve(shell: Any, path: str) -> Resolved:
+    """Follow a path without running the notebook's code.
+
+    Only names, attributes and constant subscripts are accepted: ``a.b``, ``a['k']``, ``a[3]``,
+    ``a[-1]``, ``a[1:5]``. Raises ``VariableError`` (no such thing) or ``NotEvaluated`` (it exists,
+    but only code could produce it).
     """
     try:
         node = ast.parse(path.strip(), mode="eval").body
     except SyntaxError:
         raise VariableError(f"{path!r} is not a variable path; use a name such as df, df.columns or cfg['lr']") from None
-    return _walk(shell, node, path)
+    resolved = Resolved(None)
+    resolved.value = _walk(shell, node, path, resolved.notes)
+    return resolved
 
 
-def _walk(shell: Any, node: ast.AST, path: str) -> Any:
+def _walk(shell: Any, node: ast.AST, path: str, notes: list[str]) -> Any:
     if isinstance(node, ast.Name):
-        namespace = shell.user_ns
-        if node.id not in namespace:
+        value = dict.get(shell.user_ns, node.id, static.MISSING)
+        if value is static.MISSING:
             raise VariableError(f"name {node.id!r} is not defined in the notebook; call list_variables() to see names")
-        return namespace[node.id]
+        return value
     if isinstance(node, ast.Attribute):
-        base = _walk(shell, node.value, path)
-        try:
-            return getattr(base, node.attr)
-        except Exception as exc:  # noqa: BLE001
-            raise VariableError(f"{ast.unparse(node)}: {type(exc).__name__}: {exc}") from None
+        base = _walk(shell, node.value, path, notes)
+        return _attribute(base, node.attr, ast.unparse(node), path)
     if isinstance(node, ast.Subscript):
-        base = _walk(shell, node.value, path)
+        base = _walk(shell, node.value, path, notes)
         key = _constant_key(node.slice, path)
-        try:
-            return base[key]
-        except Exception as exc:  # noqa: BLE001
-            raise VariableError(f"{ast.unparse(node)}: {type(exc).__name__}: {exc}") from None
+        return _subscript(base, key, ast.unparse(node), path, notes)
     raise VariableError(
         f"{path!r}: only names, attributes and constant subscripts are allowed (no calls or operators)"
     )
@@ -184,199 +149,193 @@ def _constant_key(node: ast.AST, path: str) -> Any:
         raise VariableError(f"{path!r}: subscripts must be constants like [3], ['key'] or [1:5]") from None
 
 
-# -- previews for inspect_variable ---------------------------------------------------------------
+def _attribute(base: Any, name: str, step: str, path: str) -> Any:
+    if library.allows(base, name):
+        return _library_call(lambda: library.accessor(base, name, library.PATH), step)
+    if library.allows(base, library.TRAITS):
+        trait = _widget_trait(base, name, step, path)
+        if trait is not static.MISSING:
+            return trait
+    if static.is_subclass(type(base), type):
+        found = static.class_attribute(base, name)
+    else:
+        found = static.attribute(base, name)
+    if found.value is not static.MISSING:
+        return found.value
+    if found.kind == "missing":
+        raise VariableError(f"{step}: {static.type_name(base)} has no attribute {name!r}")
+    raise NotEvaluated(_description(step, path, found.kind, found.owner, base))
 
-_SAFE_SCALARS = (int, float, complex, bool, type(None))
-_STATS_MAX_ELEMENTS = 1_000_000
+
+def _widget_trait(widget: Any, name: str, step: str, path: str) -> Any:
+    """A widget's trait (``slider.value``) is the value it stores; reading it runs no trait code."""
+    from .library_previews import trait_values
+
+    owner, found = static.lookup(type(widget), name)
+    if owner is None or not library.is_a(found, "traitlets.TraitType"):
+        return static.MISSING
+    value = static.stored(trait_values(widget), name)
+    if value is static.MISSING:
+        raise NotEvaluated(_description(step, path, "trait not set yet (its default is computed when read)", owner, widget))
+    return value
 
 
-def preview_value(path: str, value: Any, max_chars: int = 4000) -> dict[str, Any]:
-    """A bounded description of ``value``; the shape of the answer depends on its type."""
-    info: dict[str, Any] = {"name": path, "type": type_name(value)}
-    cls = type(value)
-    module = cls.__module__.split(".")[0]
+def _subscript(base: Any, key: Any, step: str, path: str, notes: list[str]) -> Any:
+    cls = type(base)
+    storage = static.builtin_base(cls)
+    if storage is dict:
+        value = _dict_item(base, key, step)
+    elif storage is not None and static.one_of(storage, (list, tuple, str, bytes, bytearray)):
+        value = _sequence_item(base, storage, key, step)
+    else:
+        return _library_subscript(base, key, step, path)
+    if cls is not storage and static.defines(cls, "__getitem__", (object, storage)) is not None:
+        notes.append(f"{step}: {subclass_note(cls, storage)}")
+    return value
+
+
+def _dict_item(mapping: Any, key: Any, step: str) -> Any:
+    """``mapping[key]`` from the dict's storage: never ``__missing__`` (a defaultdict gains nothing)."""
     try:
-        if module == "pandas" and cls.__name__ == "DataFrame":
-            info.update(_preview_dataframe(value, max_chars))
-        elif module == "pandas" and cls.__name__ == "Series":
-            info.update(_preview_series(value, max_chars))
-        elif module == "numpy" and cls.__name__ in ("ndarray", "memmap", "matrix"):
-            info.update(_preview_ndarray(value))
-        elif module == "torch" and cls.__name__ in ("Tensor", "Parameter"):
-            info.update(_preview_tensor(value))
-        elif isinstance(value, _SAFE_SCALARS):
-            info["value"] = _bounded_text(repr(value), max_chars)
-        elif isinstance(value, str):
-            info.update(length=len(value), value=_bounded_text(value, max_chars))
-        elif isinstance(value, (bytes, bytearray)):
-            info.update(length=len(value), head=repr(bytes(value[:200])))
-        elif isinstance(value, dict):
-            info.update(length=len(value), items=_preview_items(value.items(), max_chars, mapping=True))
-        elif isinstance(value, (list, tuple, set, frozenset)):
-            items = value if isinstance(value, (list, tuple)) else sorted_if_possible(value)
-            info.update(length=len(value), items=_preview_items(enumerate(items), max_chars))
-        elif inspect.isfunction(value) or inspect.ismethod(value) or inspect.isbuiltin(value):
-            info.update(signature=_signature(value), doc=_doc_head(value), defined_in=_source_file(value))
-        elif inspect.isclass(value):
-            info.update(
-                signature=_signature(value),
-                doc=_doc_head(value),
-                bases=[b.__qualname__ for b in value.__mro__[1:4]],
-                public_attributes=_public_names(value),
-            )
-        elif inspect.ismodule(value):
-            info.update(module=value.__name__, file=getattr(value, "__file__", None), doc=_doc_head(value))
-        else:
-            info.update(_preview_object(value))
-    except Exception as exc:  # noqa: BLE001
-        info["preview_error"] = f"{type(exc).__name__}: {exc}"
-    return info
-
-
-def sorted_if_possible(items: Any) -> list:
-    first = list(_take(items, 50))
-    try:
-        return sorted(first)
+        value = dict.get(mapping, key, static.MISSING) if _keys_compare_safely(mapping, key) else _scan(mapping, key)
     except TypeError:
-        return first
+        raise VariableError(f"{step}: {safe_repr(key, 80)} cannot be a dict key (unhashable)") from None
+    if value is not static.MISSING:
+        return value
+    missing_hook = static.defines(type(mapping), "__missing__")
+    extra = (
+        f"; {static.type_name(mapping)}[key] would call its __missing__ (a defaultdict inserts a default), "
+        "which inspection does not"
+        if missing_hook is not None
+        else ""
+    )
+    raise VariableError(f"{step}: KeyError: {safe_repr(key, 80)} is not a key{extra}")
 
 
-def _take(iterable: Any, n: int) -> Any:
-    for i, item in enumerate(iterable):
-        if i >= n:
-            return
-        yield item
+def _keys_compare_safely(mapping: Any, key: Any) -> bool:
+    """``dict.get`` compares ``key`` with stored keys of equal hash; that runs no user code when
+    every stored key is a plain str/number/bytes/None (tuples too, unless ``key`` is a tuple)."""
+    plain = (str, int, float, complex, bool, bytes, type(None))
+    plain_ids = {id(t) for t in plain}
+    if type(key) is not tuple and type(key) is not frozenset:
+        plain_ids |= {id(tuple), id(frozenset)}
+    return all(id(type(k)) in plain_ids for k in dict.__iter__(mapping))
 
 
-def _safe_repr(value: Any, limit: int = 120, depth: int = 0) -> str:
-    """repr only for types whose repr cannot run user code; others show as <Type>."""
-    cls = type(value)
-    if isinstance(value, _SAFE_SCALARS) or cls is str or cls in (bytes, bytearray):
-        return _bounded_text(repr(value), limit)
-    if depth < 2 and cls in (list, tuple, set, frozenset):
-        items = list(_take(value, 8))
-        inner = ", ".join(_safe_repr(v, 40, depth + 1) for v in items)
-        more = ", …" if len(value) > len(items) else ""
-        open_, close = {"list": "[]", "tuple": "()", "set": "{}", "frozenset": "{}"}[cls.__name__]
-        return _bounded_text(f"{open_}{inner}{more}{close}", limit)
-    if depth < 2 and cls is dict:
-        items = list(_take(value.items(), 8))
-        inner = ", ".join(f"{_safe_repr(k, 30, depth + 1)}: {_safe_repr(v, 40, depth + 1)}" for k, v in items)
-        more = ", …" if len(value) > len(items) else ""
-        return _bounded_text("{" + inner + more + "}", limit)
-    summary = summarize("", value).get("summary")
-    return f"<{type_name(value)}{' ' + summary if summary else ''}>"
+def _scan(mapping: Any, key: Any) -> Any:
+    """Find ``key`` by comparing only keys of exactly the same plain type (slower, always safe)."""
+    for stored_key, value in dict.items(mapping):
+        if _same_constant(stored_key, key):
+            return value
+    return static.MISSING
 
 
-def _preview_items(pairs: Any, max_chars: int, mapping: bool = False) -> list[dict[str, str]]:
-    rows, used = [], 0
-    for key, item in _take(pairs, 50):
-        row = {"key" if mapping else "index": _safe_repr(key, 60) if mapping else key, "value": _safe_repr(item)}
-        used += len(str(row))
-        if used > max_chars:
-            break
-        rows.append(row)
-    return rows
+def _same_constant(stored_key: Any, key: Any) -> bool:
+    if type(stored_key) is not type(key):
+        return False
+    if type(key) is tuple:
+        return len(key) == tuple.__len__(stored_key) and all(
+            _same_constant(a, b) for a, b in zip(tuple.__iter__(stored_key), key, strict=True)
+        )
+    return stored_key == key
 
 
-def _preview_dataframe(df: Any, max_chars: int) -> dict[str, Any]:
-    import pandas as pd
+def _sequence_item(sequence: Any, storage: type, key: Any, step: str) -> Any:
+    if type(key) is slice:
+        try:
+            length = len(range(storage.__len__(sequence))[key])
+        except (ValueError, TypeError):
+            raise VariableError(f"{step}: not a valid slice (steps are non-zero integers)") from None
+        if length > _MAX_SLICE:
+            raise VariableError(f"{step}: a slice of {length:,} items is too long to preview; narrow it, e.g. [0:100]")
+    elif type(key) is not int:
+        raise VariableError(f"{step}: {storage.__name__} indices must be integers or slices like [1:5]")
+    try:
+        return storage.__getitem__(sequence, key)
+    except IndexError:
+        raise VariableError(
+            f"{step}: IndexError: index {key} is out of range (length {storage.__len__(sequence)})"
+        ) from None
 
-    dtypes = {str(k): str(v) for k, v in list(df.dtypes.items())[:50]}
-    with pd.option_context("display.max_columns", 20, "display.width", 200, "display.max_colwidth", 40):
-        head = df.head(5).to_string()
+
+def _library_subscript(base: Any, key: Any, step: str, path: str) -> Any:
+    rule = library.subscript_rule(base)
+    if rule is None:
+        owner = static.defines(type(base), "__getitem__")
+        if owner is None and not static.is_subclass(type(base), type):
+            raise VariableError(f"{step}: {static.type_name(base)} is not subscriptable")
+        raise NotEvaluated(_description(step, path, "__getitem__", owner or type(base), base))
+    if not _key_fits(base, key):
+        raise VariableError(f"{step}: inspection subscripts a {static.type_name(base)} only with {rule}")
+    return _library_call(lambda: base[key], step)
+
+
+def _key_fits(base: Any, key: Any) -> bool:
+    """The constant key is one the allow-list's rule for this type accepts."""
+    entry = library.entry_of(type(base))
+    if entry == "numpy.ndarray":
+        parts = key if type(key) is tuple else (key,)
+        return all(type(p) is int or type(p) is slice or p is Ellipsis or p is None for p in parts)
+    if entry == "pandas.Index":
+        return type(key) is int or type(key) is slice
+    if entry == "pandas.DataFrame":
+        return _plain_label(key) and _labels_are_plain(library.accessor(base, "columns", library.PATH))
+    return type(key) is str  # xarray: a variable or coordinate name
+
+
+def _plain_label(key: Any) -> bool:
+    if type(key) is tuple:
+        return all(_plain_label(k) for k in key)
+    return static.one_of(type(key), (str, int, float, bool))
+
+
+def _labels_are_plain(columns: Any) -> bool:
+    """Looking a label up hashes and compares the column labels: only when they are plain values
+    (pandas infers the kind in C, without calling the labels)."""
+    dtype = library.accessor(columns, "dtype", library.PATH)
+    if dtype.kind != "O":
+        return True
+    return library.accessor(columns, "inferred_type") in ("string", "integer", "floating", "boolean")
+
+
+def _library_call(read: Any, step: str) -> Any:
+    try:
+        return read()
+    except library.NotAllowed as exc:
+        raise VariableError(f"{step}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - the library's own error, e.g. a KeyError for a column
+        raise VariableError(f"{step}: {error_text(exc)}") from None
+
+
+# -- describing what was not evaluated ------------------------------------------------------------
+
+_WHAT = {
+    "property": "a property: reading it runs its code",
+    "__getattr__": "not stored on the object; its class defines __getattr__, which would compute it",
+    "module __getattr__": "not in the module; the module defines __getattr__, which would compute it",
+    "custom __getattribute__": "on a class that defines __getattribute__: every attribute read runs its code",
+    "__getitem__": "a subscript: the class defines __getitem__, which would compute it",
+    "unset slot": "a slot that holds no value yet",
+    "computed attribute (C)": "computed by the type's C code",
+}
+
+
+def _description(step: str, path: str, kind: str, owner: type | None, base: Any) -> dict[str, Any]:
+    owner_name = static.class_qualname(owner) if owner is not None else static.type_name(base)
+    module = static.class_module(owner) if owner is not None else ""
+    where = f"{owner_name} (from {module})" if module not in ("", "builtins") else owner_name
+    what = f"{step} is {_WHAT.get(kind, f'a {kind}: reading it runs code')} — {where}"
+    if library.entry_of(type(base)) is not None:
+        what += "; not on inspection's allow-list of library accessors (it may compute or copy a lot)"
+    rest = f", so {path} was not followed" if step != path.strip() else ""
     return {
-        "shape": list(df.shape),
-        "columns": len(df.columns),
-        "dtypes": dtypes,
-        "head": _bounded_text(head, max_chars),
-        "memory_bytes": _pandas_size(df),
-        "index": type_name(df.index),
+        "name": path,
+        "evaluated": False,
+        "kind": kind,
+        "owner": owner_name,
+        "what": what,
+        "note": (
+            f"Not evaluated{rest}: inspection never runs the notebook's code, only reads what is stored. "
+            f"To get the value, run it: execute(code={step!r}) (needs the execute permission level)."
+        ),
     }
-
-
-def _preview_series(series: Any, max_chars: int) -> dict[str, Any]:
-    return {
-        "length": len(series),
-        "dtype": str(series.dtype),
-        "name": _safe_repr(series.name),
-        "head": _bounded_text(series.head(10).to_string(), max_chars),
-        "memory_bytes": _pandas_size(series),
-    }
-
-
-def _preview_ndarray(array: Any) -> dict[str, Any]:
-    import numpy as np
-
-    info: dict[str, Any] = {
-        "shape": list(array.shape),
-        "dtype": str(array.dtype),
-        "nbytes": int(array.nbytes),
-    }
-    flat = array.reshape(-1) if array.flags.c_contiguous else array.ravel(order="K")[:0]
-    if array.size and array.flags.c_contiguous:
-        info["first_values"] = np.array2string(flat[:10], threshold=20, max_line_width=200)
-    if 0 < array.size <= _STATS_MAX_ELEMENTS and np.issubdtype(array.dtype, np.number):
-        with np.errstate(all="ignore"):
-            info["stats"] = {
-                "min": _py(array.min()),
-                "max": _py(array.max()),
-                "mean": _py(array.mean()),
-            }
-    elif array.size > _STATS_MAX_ELEMENTS:
-        info["stats"] = f"skipped: more than {_STATS_MAX_ELEMENTS:,} elements (compute them with execute)"
-    return info
-
-
-def _preview_tensor(tensor: Any) -> dict[str, Any]:
-    info = {
-        "shape": list(tensor.shape),
-        "dtype": str(tensor.dtype),
-        "device": str(tensor.device),
-        "requires_grad": bool(tensor.requires_grad),
-    }
-    if tensor.device.type == "cpu" and tensor.nelement():
-        info["first_values"] = str(tensor.detach().reshape(-1)[:10].tolist())
-    return info
-
-
-def _py(x: Any) -> Any:
-    try:
-        return x.item()
-    except Exception:  # noqa: BLE001
-        return str(x)
-
-
-def _doc_head(obj: Any, limit: int = 600) -> str | None:
-    doc = inspect.getdoc(obj)
-    return _bounded_text(doc, limit) if doc else None
-
-
-def _source_file(obj: Any) -> str | None:
-    try:
-        return inspect.getsourcefile(obj)
-    except TypeError:
-        return None
-
-
-def _public_names(obj: Any, limit: int = 40) -> list[str]:
-    names = [n for n in dir(obj) if not n.startswith("_")]
-    return names[:limit] + (["…"] if len(names) > limit else [])
-
-
-def _preview_object(value: Any) -> dict[str, Any]:
-    """Unknown type: public attribute names and the types of instance attributes, no repr."""
-    info: dict[str, Any] = {}
-    instance_dict = getattr(value, "__dict__", None) if not isinstance(type(value).__dict__.get("__dict__"), property) else None
-    if isinstance(instance_dict, dict):
-        info["attributes"] = {
-            k: _safe_repr(v, 80) for k, v in list(_take(instance_dict.items(), 40)) if not k.startswith("_")
-        }
-    try:
-        info["public_names"] = _public_names(type(value))
-    except Exception:  # noqa: BLE001
-        pass
-    doc = _doc_head(type(value), 300)
-    if doc:
-        info["class_doc"] = doc
-    return info

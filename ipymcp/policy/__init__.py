@@ -1,8 +1,8 @@
 """The user stays in control: permission level, approval, audit log and limits, in one object.
 
-``Policy`` is plain Python (``%mcp`` uses it on the kernel's main thread); the parts that need
-the ``mcp`` SDK (the tool guard, the SDK middleware, elicitation) live in ``policy.guard`` and
-``policy.approval`` and are imported on the server thread only.
+``Policy`` is plain Python (``%mcp`` uses it on the kernel's main thread). The request pipeline
+that applies it to every request (``ipymcp.server.pipeline``) and the approval step that needs
+the ``mcp`` SDK for elicitation (``policy.approval``) are imported on the server thread only.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .audit import AuditLog
-from .limits import CpuPacer
+from .limits import CallLimits, CpuPacer
 from .permissions import LEVELS, allows, check_level
 
 if TYPE_CHECKING:
@@ -32,9 +32,13 @@ class ApprovalRequest:
     tool: str
     arguments: dict[str, Any]
     client: str
-    # The exact code / command / diff, shown verbatim in the prompt.
+    # Every argument in full, as one text (each part fenced; invisible characters made visible).
     detail: str = ""
     created: float = field(default=0.0)
+    # The same, as sections {label, text, kind: "text" | "diff"} for a dialog to lay out.
+    sections: list[dict[str, str]] = field(default_factory=list)
+    # Characters the user has to read (refused above c.IPyMCP.approval_max_chars).
+    shown_chars: int = 0
 
     def message(self) -> str:
         head = f"An agent ({self.client}) wants to call {self.tool}."
@@ -54,6 +58,7 @@ class Policy:
         self.level = check_level(config.permissions)
         self.approval = bool(config.approval)
         self.approval_timeout = float(config.approval_timeout)
+        self.approval_max_chars = int(config.approval_max_chars)
         # Tools the user allowed "for this session" (until %mcp approve off/on or the server stops).
         self.session_allowed: set[str] = set()
         self.notebook_asker: NotebookAsker | None = None
@@ -64,8 +69,13 @@ class Policy:
         )
         self.retired_tokens: list[str] = []
         self.pacer = CpuPacer(config.busy_cpu_share, busy=lambda: runtime.cells.user_cell_busy())
-        self.in_flight = 0
+        self.limits = CallLimits(
+            config.max_concurrent_calls,
+            config.max_queued_executions,
+            queued=lambda: len(runtime.bridge.queued) if getattr(runtime, "bridge", None) is not None else 0,
+        )
         self._listeners: list[Callable[[], None]] = []
+        self._closing: list[Callable[[], None]] = []
         self._lock = threading.Lock()
 
     # -- permission level ----------------------------------------------------------------------
@@ -105,5 +115,14 @@ class Policy:
         """Remember an old token so it is scrubbed from the audit log too."""
         self.retired_tokens = [token, *self.retired_tokens][:4]
 
+    def on_close(self, listener: Callable[[], None]) -> None:
+        """Run ``listener`` before the audit log closes (the pipeline writes what is still open)."""
+        self._closing.append(listener)
+
     def close(self) -> None:
+        for listener in list(self._closing):
+            try:
+                listener()
+            except Exception:  # noqa: BLE001
+                log.exception("close listener failed")
         self.audit.close()

@@ -1,20 +1,22 @@
 """Approval mode: a call that changes things waits for the user's decision.
 
-Who asks the user, first that applies:
+This is the approval step of the request pipeline (``ipymcp.server.pipeline``), which runs it
+after the permission level and the limits, and before the call runs. Who asks the user, first
+that applies:
 1. nobody, when approval is off or the user chose "allow for this session" for this tool;
-2. the notebook, when the frontend extension registered an asker (``Policy.set_notebook_asker``);
+2. the notebook, when a registered asker (``Policy.set_notebook_asker``) or the labextension's
+   ``approve`` op answers;
 3. the MCP client, by elicitation: a live ``elicitation/create`` on handshake-era sessions, an
    ``InputRequiredResult`` round trip on 2026-07-28 (the SDK's ``Resolve``/``Elicit``, which
    works in both eras).
-No answer within ``approval_timeout`` denies; so does a client that cannot be asked.
+No answer within ``approval_timeout`` denies; so does a client that cannot be asked. A call too
+long to show in full (``approval_max_chars``) is refused without asking.
 
 Server thread only (imports the SDK).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -27,13 +29,12 @@ from mcp.server.mcpserver import Context, Elicit
 from pydantic import BaseModel, Field
 
 from . import ApprovalRequest
+from .approval_detail import Diff, as_text, describe, size, visible
 
 if TYPE_CHECKING:
     from . import Policy
 
 log = logging.getLogger("ipymcp.policy")
-
-DETAIL_LIMIT = 4_000
 
 
 class Decision(BaseModel):
@@ -48,8 +49,12 @@ class Decision(BaseModel):
 class Verdict:
     allowed: bool
     how: str  # shown in the audit log: "not required", "allowed by user (notebook)", "denied: timed out"…
+    # The sentence the agent gets when refused; by default "Not approved: … (how)".
+    message: str = ""
 
     def refusal(self, tool: str) -> str:
+        if self.message:
+            return self.message
         reason = self.how.removeprefix("denied: ")
         return (
             f"Not approved: this {tool} call was refused ({reason}). Nothing was run or changed. "
@@ -62,83 +67,91 @@ def client_label(ctx: Context) -> str:
         params = ctx.session.client_params
         info = getattr(params, "client_info", None)
         if info is not None:
-            return f"{info.name} {info.version}".strip()
+            return visible(f"{info.name} {info.version}".strip())
     except Exception:  # noqa: BLE001
         pass
     return "an MCP client"
 
 
-def detail_of(tool: str, arguments: dict[str, Any]) -> str:
-    """The exact thing to approve: code and commands verbatim, other arguments as JSON."""
-    parts = []
-    for key in ("code", "command", "cmd", "source", "keys", "input"):
-        value = arguments.get(key)
-        if isinstance(value, str):
-            shown = (
-                value
-                if len(value) <= DETAIL_LIMIT
-                else value[:DETAIL_LIMIT] + f"\n… ({len(value)} characters)"
-            )
-            parts.append(f"{key}:\n```\n{shown}\n```")
-    rest = {
-        k: v for k, v in arguments.items() if k not in ("code", "command", "cmd", "source", "keys", "input")
-    }
-    if rest:
-        text = json.dumps(rest, ensure_ascii=False, default=repr, indent=1)
-        parts.append(text if len(text) <= DETAIL_LIMIT else text[:DETAIL_LIMIT] + "…")
-    return "\n".join(parts)
+@dataclass(frozen=True)
+class ApprovalRule:
+    """How one tool is approved: whether a call needs it, and how an edit is shown."""
+
+    needs: Callable[[dict[str, Any]], bool]
+    diff: Callable[[dict[str, Any]], Diff | None] | None = None
 
 
 class ApprovalGate:
-    """Builds the per-tool resolver and turns its outcome into a ``Verdict``."""
+    """Asks the user (the resolver body) and turns the answer into a ``Verdict`` (at the run)."""
 
     def __init__(self, policy: Policy):
         self.policy = policy
-        # 2026-07-28 round trips: when each question was first asked, to enforce the timeout
-        # across the client's retry (the server holds no request open between rounds).
-        self._first_asked: dict[str, float] = {}
         # The in-notebook prompt through the labextension, used when no asker was registered.
         self.frontend_asker: Any = frontend_asker(policy.runtime)
 
-    def resolver(self, tool: str, needs_approval: Callable[[dict[str, Any]], bool]) -> Callable[..., Any]:
-        gate = self
-
-        async def ask_user(ctx: Context) -> Elicit[Decision] | Verdict:
-            arguments = _raw_arguments(ctx)
-            policy = gate.policy
-            if not policy.approval or not needs_approval(arguments):
-                return Verdict(True, "not required")
-            if tool in policy.session_allowed:
-                return Verdict(True, "allowed for this session")
-            request = ApprovalRequest(
-                tool, arguments, client_label(ctx), detail_of(tool, arguments), time.time()
+    async def ask(
+        self, tool: str, arguments: dict[str, Any], rule: ApprovalRule, ctx: Context
+    ) -> Elicit[Decision] | Verdict:
+        """The user's decision, or the question to put to the client (2026-07-28 round trip)."""
+        policy = self.policy
+        if not policy.approval or not rule.needs(arguments):
+            return Verdict(True, "not required")
+        if tool in policy.session_allowed:
+            return Verdict(True, "allowed for this session")
+        request = self.request(tool, arguments, rule, client_label(ctx))
+        too_long = self._too_long(tool, request)
+        if too_long is not None:
+            return too_long
+        asker = policy.notebook_asker or self.frontend_asker
+        if asker is not None:
+            verdict = await self._ask_notebook(asker, request)
+            if verdict is not None:
+                return verdict
+        if not _can_elicit(ctx):
+            return Verdict(
+                False,
+                "denied: approval mode is on and nobody can be asked: the notebook extension is not "
+                "connected and this MCP client cannot ask the user (no elicitation support); the user can "
+                "open the notebook, use a client that supports elicitation, or run %mcp approve off",
             )
-            asker = policy.notebook_asker or gate.frontend_asker
-            if asker is not None:
-                verdict = await gate._ask_notebook(asker, request)
-                if verdict is not None:
-                    return verdict
-            if not _can_elicit(ctx):
-                return Verdict(
-                    False,
-                    "denied: approval mode is on and nobody can be asked: the notebook extension is not "
-                    "connected and this MCP client cannot ask the user (no elicitation support); the user can "
-                    "open the notebook, use a client that supports elicitation, or run %mcp approve off",
-                )
-            message = "ipymcp approval: " + request.message()
-            if _modern(ctx):
-                gate._first_asked.setdefault(_question_key(tool, arguments), time.monotonic())
-                gate._prune()
-                return Elicit(message, Decision)
-            try:
-                with anyio.fail_after(policy.approval_timeout):
-                    result = await ctx.elicit(message, Decision)
-            except TimeoutError:
-                return Verdict(False, f"denied: no answer within {policy.approval_timeout:g} s")
-            return gate._from_elicitation(tool, result, "client")
+        message = "ipymcp approval: " + request.message()
+        if _modern(ctx):
+            return Elicit(message, Decision)
+        try:
+            with anyio.fail_after(policy.approval_timeout):
+                result = await ctx.elicit(message, Decision)
+        except TimeoutError:
+            return Verdict(False, f"denied: no answer within {policy.approval_timeout:g} s")
+        return self._from_elicitation(tool, result, "client")
 
-        ask_user.__qualname__ = f"approval_{tool}"
-        return ask_user
+    def request(self, tool: str, arguments: dict[str, Any], rule: ApprovalRule, client: str) -> ApprovalRequest:
+        diff = rule.diff(arguments) if rule.diff is not None else None
+        sections = describe(arguments, diff)
+        head = f"An agent ({client}) wants to call {tool}."
+        return ApprovalRequest(
+            tool,
+            arguments,
+            client,
+            as_text(sections),
+            time.time(),
+            sections=[s.as_json() for s in sections],
+            shown_chars=size(sections) + len(head),
+        )
+
+    def _too_long(self, tool: str, request: ApprovalRequest) -> Verdict | None:
+        limit = self.policy.approval_max_chars
+        if request.shown_chars <= limit:
+            return None
+        return Verdict(
+            False,
+            f"denied: {request.shown_chars:,} characters to show, over approval_max_chars ({limit:,})",
+            message=(
+                f"Not approved: this {tool} call has {request.shown_chars:,} characters to show, more than the "
+                f"approval prompt shows in full (c.IPyMCP.approval_max_chars = {limit:,}), so the user was not "
+                "asked and nothing was run or changed. Split the work into smaller calls (less code per call, "
+                "a file written in parts), or ask the user to raise the limit."
+            ),
+        )
 
     async def _ask_notebook(self, asker: Any, request: ApprovalRequest) -> Verdict | None:
         """The user's answer in the notebook; None when no notebook view can ask (use elicitation)."""
@@ -155,14 +168,17 @@ class ApprovalGate:
             return None
         return self._decide(request.tool, str(answer), "notebook")
 
-    def outcome(self, tool: str, arguments: dict[str, Any], value: Any) -> Verdict:
-        """The verdict from what the resolver injected into the tool."""
-        if isinstance(value, AcceptedElicitation) and isinstance(value.data, Verdict):
-            return value.data
-        started = self._first_asked.pop(_question_key(tool, arguments), None)
-        if started is not None and time.monotonic() - started > self.policy.approval_timeout:
+    def verdict(self, tool: str, outcome: Any, asked_at: float) -> Verdict:
+        """The verdict from what the resolver injected into the tool.
+
+        ``asked_at`` is when the call's first round arrived: a 2026-07-28 answer that comes back
+        after ``approval_timeout`` denies, as a late answer does in the other eras.
+        """
+        if isinstance(outcome, AcceptedElicitation) and isinstance(outcome.data, Verdict):
+            return outcome.data
+        if time.monotonic() - asked_at > self.policy.approval_timeout:
             return Verdict(False, f"denied: the answer came after {self.policy.approval_timeout:g} s")
-        return self._from_elicitation(tool, value, "client")
+        return self._from_elicitation(tool, outcome, "client")
 
     def _from_elicitation(self, tool: str, result: ElicitationResult[Decision] | Any, via: str) -> Verdict:
         if isinstance(result, AcceptedElicitation) and isinstance(result.data, Decision):
@@ -180,18 +196,13 @@ class ApprovalGate:
             return Verdict(True, f"allowed by the user ({via})")
         return Verdict(False, f"denied by the user ({via})")
 
-    def _prune(self) -> None:
-        horizon = time.monotonic() - 2 * self.policy.approval_timeout - 60
-        for key, started in list(self._first_asked.items()):
-            if started < horizon:
-                self._first_asked.pop(key, None)
-
 
 def frontend_asker(runtime: Any) -> Callable[[ApprovalRequest, float], Any]:
     """Ask in the notebook through the labextension (``ipymcp.frontend``): op ``approve``.
 
     Contract with the extension: request ``approve`` with args ``{tool, client, message, detail,
-    timeout_s}``; the view shows a dialog with the exact detail and Allow / Allow for this
+    sections, timeout_s}``; the view shows a dialog with every section in full (``detail``, the
+    same as one text, for extensions that predate ``sections``) and Allow / Allow for this
     session / Deny, and replies ``{"decision": "allow" | "allow_session" | "deny"}``. No
     connected view, or a view whose extension does not know ``approve`` yet: returns None and
     the client is asked by elicitation instead.
@@ -208,6 +219,7 @@ def frontend_asker(runtime: Any) -> Callable[[ApprovalRequest, float], Any]:
             "client": request.client,
             "message": request.message(),
             "detail": request.detail,
+            "sections": request.sections,
             "timeout_s": timeout,
         }
         try:
@@ -225,16 +237,6 @@ def frontend_asker(runtime: Any) -> Callable[[ApprovalRequest, float], Any]:
     return ask
 
 
-def _raw_arguments(ctx: Context) -> dict[str, Any]:
-    params = ctx.request_context.params or {}
-    arguments = (
-        params.get("arguments")
-        if isinstance(params, dict)
-        else getattr(params, "get", lambda k: None)("arguments")
-    )
-    return dict(arguments) if isinstance(arguments, dict) else {}
-
-
 def _modern(ctx: Context) -> bool:
     version = ctx.protocol_version or ""
     return version >= "2026-07-28"
@@ -248,10 +250,5 @@ def _can_elicit(ctx: Context) -> bool:
     return _modern(ctx) or bool(ctx.session.can_send_request)
 
 
-def _question_key(tool: str, arguments: dict[str, Any]) -> str:
-    text = json.dumps([tool, arguments], sort_keys=True, default=repr, ensure_ascii=True)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-# Re-exported for the guard's signature: the resolver's consumer wants the full outcome.
+# The resolver's consumer wants the full outcome (accept / decline / cancel), not just the model.
 ApprovalOutcome = ElicitationResult[Decision]

@@ -1,6 +1,7 @@
 """Limits that keep a flood of agent calls from hurting the user.
 
-The server shares the kernel process, and its GIL, with the user's cell: a thread that serves
+``CallLimits`` caps the calls in progress (all clients together) and the agent executions
+waiting for the kernel's main thread. The server shares the kernel process, and its GIL, with the user's cell: a thread that serves
 calls nonstop takes CPU the cell would have had. ``CpuPacer`` meters the CPU the server's own
 threads burn (event loop and tool worker threads, via ``time.thread_time``) and, while a user
 cell runs, delays the next call until that stays under a share of one core. Idle kernels are
@@ -12,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 # CPU-seconds of credit a burst may use before pacing starts.
 BURST = 0.02
@@ -73,3 +75,48 @@ class CpuPacer:
             if not self.busy():
                 self._credit = max(self._credit, BURST)
             self.delayed_s += waited
+
+
+class LimitReached(Exception):
+    """A call refused by ``CallLimits``; the message is written for the agent."""
+
+
+class CallLimits:
+    """Calls in progress and executions queued for the kernel, checked before and at the run.
+
+    Used from the server's event loop only (no lock needed). A call waiting for the user's
+    approval holds no slot: the pipeline checks ``refusal`` before asking, and takes the slot
+    with ``slot`` only once the call may run, checking again.
+    """
+
+    def __init__(self, max_concurrent: int, max_queued: int, queued: Callable[[], int]):
+        self.max_concurrent = int(max_concurrent)
+        self.max_queued = int(max_queued)
+        self.queued = queued
+        self.in_flight = 0
+
+    def refusal(self, uses_kernel_queue: bool) -> str | None:
+        """Why a call would be refused right now, or None."""
+        if uses_kernel_queue and self.queued() >= self.max_queued:
+            return (
+                f"Too many queued executions: {self.queued()} agent calls are already waiting for the kernel. "
+                "Wait for them to finish (kernel_status shows them), then retry."
+            )
+        if self.in_flight >= self.max_concurrent:
+            return (
+                f"Too many calls in progress ({self.in_flight}, limit {self.max_concurrent}). "
+                "Wait for some to finish, then retry; calls are cheaper one at a time."
+            )
+        return None
+
+    @contextmanager
+    def slot(self, uses_kernel_queue: bool) -> Iterator[None]:
+        """Hold one of the concurrent-call slots while the block runs; raises ``LimitReached``."""
+        refused = self.refusal(uses_kernel_queue)
+        if refused is not None:
+            raise LimitReached(refused)
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1

@@ -1,7 +1,8 @@
 """Permission levels: what an agent connected to this kernel may do.
 
 ``read`` < ``edit`` < ``execute`` < ``full``; every tool declares the lowest level that allows it
-(``Toolbox.tool(level=...)``). Pure Python: imported on the kernel's main thread by ``%mcp``.
+(``Toolbox.tool(level=...)``), or a function of the call's arguments when some calls need more
+(``insert_cell(execute=True)`` runs code). Pure Python: imported on the kernel's main thread by ``%mcp``.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ def allows(current: str, required: str) -> bool:
     return LEVELS.index(current) >= LEVELS.index(required)
 
 
-def refusal(tool: str, required: str, current: str) -> str:
+def refusal(tool: str, required: str, current: str, listed: str | None = None) -> str:
+    """The agent's error; ``listed`` is the tool's own level when these arguments need more."""
+    what = tool if listed in (None, required) else f"this {tool} call (with these arguments; {tool} itself is '{listed}')"
     return (
-        f"Permission denied: {tool} needs the '{required}' permission level, and this kernel is at "
+        f"Permission denied: {what} needs the '{required}' permission level, and this kernel is at "
         f"'{current}'. Only the user can change it, in the notebook: %mcp permissions {required}. "
         "Ask them if you need it; do not try to work around it."
     )

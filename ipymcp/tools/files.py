@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from mcp.types import CallToolResult, TextContent
 from pydantic import Field
 
 from ..files import Limits, Workspace, workspace_root
 from ..outputs import Budget, shape_outputs
+from ..policy.approval_detail import Diff
 
 if TYPE_CHECKING:
     from .._runtime import Runtime
@@ -20,10 +21,19 @@ Path_ = Annotated[
 ]
 
 
-def workspace_for(runtime: Runtime, load_cwd: str) -> Workspace:
+def workspace_for(runtime: Runtime, load_cwd: str, *, exclusions: bool = True) -> Workspace:
+    """The workspace for one call; ``exclusions=False`` for the terminal, a shell that is not confined."""
     config = runtime.config
     root = workspace_root(config.root_dir, runtime.notebook_path, load_cwd)
-    return Workspace(root, Limits.from_config(config))
+    return Workspace(root, Limits.from_config(config), config.excluded_paths if exclusions else ())
+
+
+def _shown_edit(arguments: dict[str, Any]) -> Diff | None:
+    """The approval prompt shows edit_file as a diff: old → new."""
+    old, new = arguments.get("old"), arguments.get("new")
+    if not isinstance(old, str) or not isinstance(new, str):
+        return None
+    return Diff(old, new, ("old", "new"), f"in {arguments.get('path')}")
 
 
 def register(toolbox: Toolbox, runtime: Runtime) -> None:
@@ -102,7 +112,9 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
         """
         return workspace().write_file(path, content, overwrite)
 
-    @toolbox.tool(level="edit", read_only=False, destructive=True, title="Edit a file")
+    @toolbox.tool(
+        level="edit", read_only=False, destructive=True, title="Edit a file", approval_diff=_shown_edit
+    )
     def edit_file(
         path: Path_,
         old: Annotated[

@@ -10,7 +10,6 @@ from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.types import CallToolResult, TextContent
 from pydantic import Field
 
-from ..kernel import namespace
 from ..kernel.history import CellRecord, EarlierInput, HistoryError, HistoryStore
 from ..outputs import (
     IMAGE_TYPES,
@@ -24,6 +23,7 @@ from ..outputs import (
     output_widget_block,
     shape_outputs,
 )
+from .kernel import inspect_path
 
 if TYPE_CHECKING:
     from .._runtime import Runtime
@@ -129,15 +129,16 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
         "ipymcp://variables/{name}",
         name="variable",
         title="A variable of the notebook",
-        description="A bounded, type-aware preview of one variable (the same as inspect_variable), as JSON.",
+        description="A bounded, type-aware preview of one variable, as JSON: the same as inspect_variable, "
+        "under the same rules (nothing of the notebook's code runs; a property is described, not read).",
         mime_type="application/json",
     )
-    def variable(name: str) -> str:
+    async def variable(name: str) -> str:
         try:
-            value = namespace.resolve(runtime.shell, name)
-        except namespace.VariableError as exc:
+            info = await inspect_path(runtime, name)
+        except ToolError as exc:
             raise ResourceError(str(exc)) from None
-        return json.dumps(namespace.preview_value(name, value), default=str)
+        return json.dumps(info, default=str)
 
 
 # -- get_history ---------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -15,6 +16,7 @@ from ..frontend.fallback import record as record_activity
 from ..kernel import namespace
 from ..kernel.bridge import AgentJob, wait_for_job
 from ..kernel.execute import ExecutionResult, run_agent_code
+from ..kernel.inspection import InspectionTimeout, pool_for
 from ..kernel.status import kernel_features, main_thread_user_frames, process_info, versions
 from ..outputs import Budget, shape_outputs
 
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
 
 # After a timeout the agent's code gets this long to stop after KeyboardInterrupt.
 INTERRUPT_GRACE = 3.0
+# A variable path longer than this is refused (parsing and walking it is work on a server thread).
+MAX_PATH_CHARS = 2_000
 
 
 def register(toolbox: Toolbox, runtime: Runtime) -> None:
@@ -33,7 +37,14 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
     async def execute(
         code: Annotated[str, Field(description="Python code; IPython magics, !shell commands and top-level await work")],
         ctx: Context,
-        timeout: Annotated[float, Field(description="Seconds to wait in total (queue + run)", gt=0)] = 60,
+        timeout: Annotated[
+            float | None,
+            Field(
+                description="Seconds to wait in total (queue + run); default: the server's setting "
+                "c.IPyMCP.execute_timeout (60 s unless the user configured it)",
+                gt=0,
+            ),
+        ] = None,
         mode: Annotated[
             Literal["quiet", "cell"],
             Field(description="quiet: leave no trace in In/Out/_/history; cell: record like a user cell"),
@@ -50,7 +61,10 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
         mode="quiet" (default) shows nothing in the notebook and leaves In/Out/_ untouched;
         mode="cell" records the code in the kernel history with an execution count, like a cell.
         """
-        job = bridge.submit(lambda job: run_agent_code(shell, code, job, mode), description=_head(code))
+        timeout = config.execute_timeout if timeout is None else timeout
+        job = bridge.submit(
+            lambda job: run_agent_code(shell, code, job, mode, config.max_output_chars), description=_head(code)
+        )
         outcome = await _await_job(job, timeout, ctx, runtime)
         budget = Budget(
             max_chars=config.max_output_chars,
@@ -60,6 +74,7 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
             fetch_hint="print a slice of the data instead, or write it to a file and read it in pages",
         )
         content = shape_outputs(outcome.outputs, budget)
+        content.extend(TextContent(type="text", text=note) for note in outcome.notes)
         if outcome.status == "interrupted" and job.interrupted:
             content.append(TextContent(type="text", text=f"[interrupted: {_why_interrupted(job, timeout)}]"))
         if not content:
@@ -74,38 +89,59 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
         return CallToolResult(content=content, is_error=outcome.status != "ok", meta=meta)
 
     @toolbox.tool(level="read", read_only=True, title="List the notebook's variables")
-    def list_variables(
+    async def list_variables(
         pattern: Annotated[str | None, Field(description="glob (df*) or substring to filter names")] = None,
         include_private: Annotated[bool, Field(description="include names starting with _")] = False,
-        limit: Annotated[int, Field(description="maximum rows", ge=0, le=10_000)] = 200,
+        limit: Annotated[
+            int | None,
+            Field(
+                description="maximum rows; default: the server's setting c.IPyMCP.list_variables_limit "
+                "(200 unless the user configured it)",
+                ge=0,
+                le=10_000,
+            ),
+        ] = None,
     ) -> dict[str, Any]:
         """List the user's variables with type, a one-line summary (len, shape, dtype) and estimated size.
 
-        Answers immediately, even while the user's cell is running. Never evaluates repr() of
-        objects, so it is safe on huge data. IPython's own names (In, Out, _, exit…) are hidden.
-        Use inspect_variable(name) for a closer look at one of them.
+        Answers immediately, even while the user's cell is running. Never runs the notebook's code
+        (no repr(), no properties), so it is safe on huge data and odd objects. IPython's own names
+        (In, Out, _, exit…) are hidden. Use inspect_variable(name) for a closer look at one of them.
         """
-        return namespace.list_variables(shell, pattern, include_private, limit)
+        if pattern is not None and len(pattern) > config.max_pattern_chars:
+            raise ToolError(
+                f"the pattern is {len(pattern):,} characters long; the limit is {config.max_pattern_chars} "
+                "(c.IPyMCP.max_pattern_chars). Use a short glob such as df* or a part of the name."
+            )
+        rows = config.list_variables_limit if limit is None else limit
+        listing = functools.partial(namespace.list_variables, shell, pattern, include_private, rows)
+        return await _inspect(runtime, listing, "list_variables", "the listing")
 
     @toolbox.tool(level="read", read_only=True, title="Inspect one variable")
-    def inspect_variable(
+    async def inspect_variable(
         name: Annotated[
             str,
             Field(description="a variable name or a path into it: df, df.columns, cfg['lr'], items[3], arr[:5]"),
         ],
     ) -> dict[str, Any]:
-        """Show a bounded, type-aware preview of one variable, without running code in the kernel.
+        """Show a bounded, type-aware preview of one variable, without running the notebook's code.
 
         DataFrames: shape, dtypes and head; numpy arrays: shape, dtype, first values and cheap
-        statistics; tensors: shape, dtype, device; containers: length and first items; functions and
-        classes: signature and docstring; other objects: their attributes. Answers even while the
-        user's cell is running. The path is parsed, never executed: no calls or operators.
+        statistics; xarray: dims, shape, dtype, coords (lazy data is not loaded); matplotlib
+        figures: axes, titles, artist counts; widgets: their value; sympy: the expression;
+        containers: length and first items; functions and classes: signature and docstring; other
+        objects: their stored attributes and what their class offers. Answers even while the
+        user's cell is running. The path is parsed, never executed: no calls or operators. Stored
+        attributes, dict keys, list items and a fixed list of library accessors (df.columns,
+        arr[:5], ds['temp']…) are followed; a property, a __getattr__ or a user __getitem__ is not
+        run: the answer says what it is ("evaluated": false) and how to get it with execute.
         """
-        value = namespace.resolve(shell, name)
-        return namespace.preview_value(name, value)
+        return await inspect_path(runtime, name)
 
+    # kernel_status and interrupt are async: they run on the server's loop, never behind a
+    # thread pool that slow inspections could fill.
     @toolbox.tool(level="read", read_only=True, title="Kernel status")
-    def kernel_status() -> dict[str, Any]:
+    async def kernel_status() -> dict[str, Any]:
         """Report whether the kernel is busy, what the user's running cell is doing, and the environment.
 
         Includes: idle/busy, execution count, the running user cell (code head, seconds running,
@@ -149,7 +185,7 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
         approval=lambda arguments: arguments.get("target") == "user",
         kernel_queue=False,
     )
-    def interrupt(
+    async def interrupt(
         target: Annotated[
             Literal["agent", "user"],
             Field(description="agent: your running execute call; user: the USER's running cell"),
@@ -173,6 +209,21 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
 
         os.kill(os.getpid(), signal.SIGINT)
         return f"Sent KeyboardInterrupt to the user's cell [{running.execution_count}]."
+
+
+async def inspect_path(runtime: Runtime, path: str) -> dict[str, Any]:
+    """inspect_variable and the ipymcp://variables/{name} resource: the same rules, the same pool."""
+    if len(path) > MAX_PATH_CHARS:
+        raise ToolError(f"the path is {len(path):,} characters long; the limit is {MAX_PATH_CHARS:,}")
+    look = functools.partial(namespace.inspect, runtime.shell, path)
+    return await _inspect(runtime, look, f"inspect_variable({_head(path, 60)!r})", "the preview")
+
+
+async def _inspect(runtime: Runtime, work: Any, description: str, what: str) -> Any:
+    try:
+        return await pool_for(runtime).run(work, description, runtime.config.inspection_timeout, what)
+    except (namespace.VariableError, InspectionTimeout) as exc:
+        raise ToolError(str(exc)) from None
 
 
 async def _await_job(job: AgentJob, timeout: float, ctx: Context, runtime: Runtime) -> ExecutionResult:

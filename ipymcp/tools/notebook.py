@@ -19,7 +19,7 @@ from pydantic import Field
 from ..frontend import fallback
 from ..frontend.comm import FrontendError, NoFrontendError, StaleCellError
 from ..outputs import Budget, ImageTally, shape_outputs
-from ..policy.permissions import refusal
+from ..policy.approval_detail import Diff
 
 if TYPE_CHECKING:
     from .._runtime import Runtime
@@ -33,10 +33,19 @@ STALE_HINT = (
 )
 
 
+def _insert_level(arguments: dict[str, Any]) -> str:
+    """Inserting is an edit; running the new code cell is an execution (any truthy ``execute``
+    counts, as the argument's validation would accept "true" or 1)."""
+    runs = arguments.get("execute") not in (None, False, 0, "false", "False", "0")
+    return "execute" if runs and arguments.get("cell_type", "code") not in ("markdown", "raw") else "edit"
+
+
 def register(toolbox: Toolbox, runtime: Runtime) -> None:
     config = runtime.config
     # The revision of each cell as the agent last saw it: writes must match it (stale-write guard).
     seen: dict[str, str] = {}
+    # (revision, source) as the agent last saw each cell: edit_cell's approval shows the change.
+    seen_source: dict[str, tuple[str, str]] = {}
 
     def link() -> Any:
         if runtime.frontend is None:
@@ -58,6 +67,8 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
     def remember(cell: dict[str, Any]) -> None:
         if cell.get("id") and cell.get("revision"):
             seen[cell["id"]] = cell["revision"]
+            if isinstance(cell.get("source"), str):
+                seen_source[cell["id"]] = (cell["revision"], cell["source"])
 
     def expected_revision(cell_id: str, revision: str | None) -> str:
         expected = revision or seen.get(cell_id)
@@ -121,7 +132,7 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
             remember(cell)
         return _render_notebook(notebook, live, include_outputs, budget(), runtime)
 
-    @toolbox.tool(level="edit", read_only=False, title="Insert a cell into the notebook")
+    @toolbox.tool(level=_insert_level, read_only=False, title="Insert a cell into the notebook")
     async def insert_cell(
         source: Annotated[str, Field(description="the cell's source")],
         ctx: Context,
@@ -145,9 +156,6 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
         (VS Code, a JupyterLab without it) the cell cannot be inserted; in VS Code / JupyterLab the
         code is then offered as a labelled proposal that appears below the next cell the user runs.
         """
-        if execute and cell_type == "code" and not runtime.policy.allows("execute"):
-            # Inserting is an edit; running the new cell is an execution, and needs that level.
-            raise ToolError(refusal("insert_cell(execute=True)", "execute", runtime.policy.level))
         args = {
             "source": source,
             "cell_type": cell_type,
@@ -170,7 +178,19 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
             return CallToolResult(content=[TextContent(type="text", text=head)], meta={"cell_id": cell["id"]})
         return await _execute(cell["id"], timeout, ctx, head)
 
-    @toolbox.tool(level="edit", read_only=False, destructive=True, title="Replace a cell's source")
+    def shown_edit(arguments: dict[str, Any]) -> Diff | None:
+        """The approval prompt shows edit_cell as a diff against the source the agent last read."""
+        source = arguments.get("source")
+        if not isinstance(source, str):
+            return None
+        cell_id, revision = arguments.get("cell_id"), arguments.get("revision")
+        last = seen_source.get(cell_id) if isinstance(cell_id, str) else None
+        before = last[1] if last is not None and revision in (None, last[0]) else None
+        return Diff(before, source, ("source",), f"cell {cell_id}")
+
+    @toolbox.tool(
+        level="edit", read_only=False, destructive=True, title="Replace a cell's source", approval_diff=shown_edit
+    )
     def edit_cell(
         cell_id: CellId,
         source: Annotated[str, Field(description="the new, complete source of the cell")],

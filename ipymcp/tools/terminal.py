@@ -31,7 +31,8 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
     runtime.terminal = terminal
 
     def working_directory(cwd: str | None) -> str:
-        workspace = workspace_for(runtime, load_cwd)
+        # The terminal is a shell with the user's rights, not confined: excluding a cwd guards nothing.
+        workspace = workspace_for(runtime, load_cwd, exclusions=False)
         directory = workspace.resolve(cwd or ".")
         if not os.path.isdir(directory):
             raise WorkspaceError(f"cwd {cwd!r} is not a directory under the workspace root {workspace.root}")

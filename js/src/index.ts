@@ -248,17 +248,26 @@ function sharedByMetadata(panel: NotebookPanel): boolean {
   return model?.getMetadata?.('ipymcp')?.share === true;
 }
 
-/** Ask the user to approve an agent's tool call: Allow / Allow for this session / Deny. */
+/**
+ * Ask the user to approve an agent's tool call: Allow / Allow for this session / Deny.
+ *
+ * Every argument is shown in full (the kernel refuses calls too long to show instead of cutting
+ * them): `args.sections` lays out one box per argument ({label, text, kind: 'text' | 'diff'});
+ * kernels that predate sections send the same as one text, `args.detail`. The body scrolls and
+ * lines wrap, so nothing hides to the right or below the fold; format and control characters
+ * that reached here anyway are shown as markers.
+ */
 async function askApproval(args: Json): Promise<string> {
   const body = document.createElement('div');
   body.className = 'ipymcp-approval';
   const message = document.createElement('p');
-  message.textContent = `An agent (${args.client ?? 'MCP client'}) wants to call ${args.tool}.`;
+  message.textContent = visible(`An agent (${args.client ?? 'MCP client'}) wants to call ${args.tool}.`);
   body.appendChild(message);
-  if (args.detail) {
-    const detail = document.createElement('pre');
-    detail.textContent = String(args.detail);
-    body.appendChild(detail);
+  const sections: Json[] = Array.isArray(args.sections) ? args.sections : [];
+  if (sections.length) {
+    sections.forEach(section => body.appendChild(approvalSection(section)));
+  } else if (args.detail) {
+    body.appendChild(approvalSection({ label: '', text: args.detail, kind: 'text' }));
   }
   const dialog = new Dialog({
     title: 'ipymcp: approve the agent\'s action?',
@@ -286,6 +295,40 @@ async function askApproval(args: Json): Promise<string> {
     window.clearTimeout(timer);
     dialog.dispose();
   }
+}
+
+/** One argument of the call: its label, then its text verbatim (a diff colours - and + lines). */
+function approvalSection(section: Json): HTMLElement {
+  const box = document.createElement('section');
+  box.className = 'ipymcp-approval-section';
+  if (section.label) {
+    const label = document.createElement('div');
+    label.className = 'ipymcp-approval-label';
+    label.textContent = visible(String(section.label));
+    box.appendChild(label);
+  }
+  const pre = document.createElement('pre');
+  const text = visible(String(section.text ?? ''));
+  if (section.kind === 'diff') {
+    pre.className = 'ipymcp-approval-diff';
+    for (const line of text.split('\n')) {
+      const row = document.createElement('span');
+      row.className = line.startsWith('+') ? 'ipymcp-added' : line.startsWith('-') ? 'ipymcp-removed' : '';
+      row.textContent = line + '\n';
+      pre.appendChild(row);
+    }
+  } else {
+    pre.textContent = text;
+  }
+  box.appendChild(pre);
+  return box;
+}
+
+/** Format (bidi controls, zero-width) and control characters as visible markers, e.g. ⟦U+202E⟧. */
+function visible(text: string): string {
+  return text.replace(/[\p{Cf}\p{Cc}\p{Zl}\p{Zp}]/gu, ch =>
+    ch === '\n' || ch === '\t' ? ch : `⟦U+${ch.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}⟧`
+  );
 }
 
 /** One comm per (view, kernel connection); never more than one listener of each kind. */

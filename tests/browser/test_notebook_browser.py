@@ -267,6 +267,52 @@ async def test_approval_prompt_in_the_notebook_allows_and_denies_the_agents_code
     shutdown_kernels(server, name)
 
 
+async def test_the_approval_dialog_shows_every_argument_in_full_scrollable_and_without_fences(
+    server, browser
+) -> None:
+    name = "approve-detail.ipynb"
+    hidden = "precious = 'stolen'"
+    padded = "# just a comment, nothing to see\n" * 160 + "x = 1  # \u202e } hidden {\n" + hidden
+    async with notebook_page(server, browser, "lab", name, [LOAD, "%mcp approve on"]) as nb:
+        async with agent(await load_ipymcp(nb)) as client:
+            await nb.run_cell(1)
+            # %mcp approve on tells the truth: the prompt is this dialog, not the MCP client.
+            await nb.wait_for_output("asked in a dialog in the notebook")
+            dialog = nb.page.locator(".jp-Dialog", has_text="approve the agent")
+            call = asyncio.create_task(client.call_tool("execute", {"code": padded, "mode": "cell"}))
+            await dialog.wait_for(timeout=20_000)
+            body = dialog.locator(".ipymcp-approval")
+            text = await body.inner_text()
+            assert hidden in text and "⟦U+202E RIGHT-TO-LEFT OVERRIDE⟧" in text and "\u202e" not in text
+            assert "```" not in text
+            assert 'mode: "cell"' in text  # every argument, not only the code
+            scroll = await body.evaluate(
+                "el => ({overflow: getComputedStyle(el).overflowY, more: el.scrollHeight > el.clientHeight})"
+            )
+            assert scroll == {"overflow": "auto", "more": True}  # the rest is a scroll away, not cut
+            await body.evaluate("el => { el.scrollTop = el.scrollHeight; }")
+            await nb.screenshot("notebook-approval-long.png")
+            await dialog.get_by_role("button", name="Deny").click()
+            result = await call
+            assert result.is_error and "denied" in text_of(result)
+
+            # An edit is shown as a diff against the source the agent read.
+            assert not (await client.call_tool("read_notebook", {"include_outputs": False})).is_error
+            cell_id = await nb.page.evaluate(
+                "() => window.jupyterapp.shell.currentWidget.content.widgets[1].model.id"
+            )
+            call = asyncio.create_task(
+                client.call_tool("edit_cell", {"cell_id": cell_id, "source": "%mcp approve off"})
+            )
+            await dialog.wait_for(timeout=20_000)
+            diff = dialog.locator(".ipymcp-approval-diff")
+            assert await diff.locator(".ipymcp-removed").inner_text() == "-%mcp approve on\n"
+            assert await diff.locator(".ipymcp-added").inner_text() == "+%mcp approve off\n"
+            await dialog.get_by_role("button", name="Deny").click()
+            assert (await call).is_error
+    shutdown_kernels(server, name)
+
+
 async def test_after_a_kernel_restart_the_view_reconnects_to_the_new_ipymcp(server, browser) -> None:
     name = "restart.ipynb"
     async with notebook_page(server, browser, "lab", name, [LOAD]) as nb:

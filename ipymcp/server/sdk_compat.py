@@ -1,0 +1,64 @@
+"""Every use of the mcp SDK's private attributes, in one file, so an SDK upgrade touches only this.
+
+Each function says what public API is missing. Server thread only (imports the SDK).
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from typing import Any
+
+import anyio
+from mcp.server.lowlevel.server import NotificationOptions
+from mcp.server.mcpserver import MCPServer
+from mcp.shared.subscriptions import ToolsListChanged
+
+log = logging.getLogger("ipymcp.server")
+
+
+def advertise_tools_list_changed(mcp: MCPServer) -> None:
+    """Handshake-era ``initialize`` says ``tools.listChanged: true`` (the permission level can change).
+
+    The SDK builds the capabilities with default ``NotificationOptions`` (all false) and offers no
+    ``MCPServer`` keyword for them; 2026-07-28 derives the flag from ``subscriptions/listen``.
+    """
+    lowlevel = mcp._lowlevel_server
+    original = lowlevel.create_initialization_options
+
+    def create_initialization_options(notification_options: Any = None, *args: Any, **kwargs: Any) -> Any:
+        return original(notification_options or NotificationOptions(tools_changed=True), *args, **kwargs)
+
+    lowlevel.create_initialization_options = create_initialization_options
+
+
+class ToolListNotifier:
+    """Tells every connected client that the tool list changed, in both protocol eras.
+
+    2026-07-28 clients listen through ``subscriptions/listen``: the server's subscription bus is
+    only reachable through a request's ``Context`` (``ctx.notify_tools_changed()``), and a level
+    change comes from the user's cell, outside any request. Handshake-era sessions get
+    ``notifications/tools/list_changed`` on their standalone GET stream: the connection that owns
+    it is only reachable from a request as ``session._connection``.
+    """
+
+    def __init__(self) -> None:
+        self.connections: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def remember(self, request_ctx: Any) -> None:
+        """Called for every request: keep handshake-era connections that have a standalone stream."""
+        connection = getattr(request_ctx.session, "_connection", None)
+        if connection is not None and connection.session_id and connection.has_standalone_channel:
+            self.connections.add(connection)
+
+    async def notify(self, mcp: MCPServer) -> None:
+        try:
+            await mcp._subscriptions.publish(ToolsListChanged())
+        except Exception:  # noqa: BLE001
+            log.debug("subscriptions publish failed", exc_info=True)
+        for connection in list(self.connections):
+            try:
+                with anyio.move_on_after(1):
+                    await connection.send_tool_list_changed()
+            except Exception:  # noqa: BLE001 - a closed session
+                self.connections.discard(connection)
