@@ -99,7 +99,8 @@ class IPyMCP(Configurable):
     history_max_output_bytes = Integer(
         4 * 1024 * 1024,
         help="Largest single output the history keeps: longer text keeps its head and tail, bigger "
-        "bundles keep their small parts and a size note.",
+        "bundles keep their small parts and a size note; an Output widget keeps its newest outputs "
+        "within it.",
     ).tag(config=True)
     history_page_images = Integer(16, help="Images returned per get_output call.").tag(config=True)
 

@@ -54,6 +54,62 @@ def strip_ansi(text: str) -> str:
     return _ANSI.sub("", text)
 
 
+def encode_binary(data: dict[str, Any]) -> dict[str, Any]:
+    """A mimebundle with bytes values (PIL, sympy, some ``Image`` objects) as base64 text.
+
+    The kernel's session does the same when it serialises a message (jupyter_client's
+    ``json_default``), so this is what every frontend received. ``data`` itself is never changed.
+    """
+    for value in data.values():
+        if isinstance(value, (bytes, bytearray)):
+            break
+    else:
+        return data  # the usual case: nothing to copy
+    return {
+        mime: base64.b64encode(value).decode("ascii") if isinstance(value, (bytes, bytearray)) else value
+        for mime, value in data.items()
+    }
+
+
+def collapse_overwrites(text: str) -> str:
+    """Text as JupyterLab (and a terminal) shows it: ``\\r`` returns to the start of the line and
+    what follows overwrites it, ``\\b`` deletes the character before it.
+
+    Follows JupyterLab's ``removeOverwrittenChars``; in linear time, since progress output can be
+    megabytes of overwrites.
+    """
+    if "\b" in text:
+        text = _apply_backspaces(text)
+    if "\r" not in text:
+        return text
+    text = _CR_NEWLINE.sub("\n", text)
+    return "\n".join(_overwrite_line(line) if "\r" in line else line for line in text.split("\n"))
+
+
+_CR_NEWLINE = re.compile("\r+\n")
+
+
+def _apply_backspaces(text: str) -> str:
+    kept: list[str] = []
+    for index, piece in enumerate(text.split("\b")):
+        if index and kept and kept[-1] != "\n":
+            kept.pop()
+        kept.extend(piece)
+    # A backspace at the start of a line has nothing to delete and shows as nothing.
+    return "".join(kept)
+
+
+def _overwrite_line(line: str) -> str:
+    """The last state of one line: each position shows the newest write that reached it."""
+    shown: list[str] = []
+    width = 0
+    for state in reversed(line.split("\r")):
+        if len(state) > width:
+            shown.append(state[width:])
+            width = len(state)
+    return "".join(shown)
+
+
 def as_text(value: Any) -> str:
     """nbformat allows a mimebundle value or stream text to be a list of lines."""
     if isinstance(value, list):
@@ -61,9 +117,46 @@ def as_text(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
+def note(text: str) -> dict[str, Any]:
+    """A line ipymcp adds among outputs (a label, where output went); not an output itself."""
+    return {"output_type": NOTE, "text": text if text.endswith("\n") else text + "\n"}
+
+
+NOTE = "ipymcp_note"
+
+
+def flat_outputs(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Outputs in reading order: after a widget display, each Output widget it shows, labelled.
+
+    The history nests an Output widget's outputs under the display of the widget (the
+    ``output_widgets`` key); text and image readers want them in line, where the user sees them.
+    """
+    flat: list[dict[str, Any]] = []
+    for output in outputs:
+        flat.append(output)
+        for widget in output.get("output_widgets") or ():
+            flat.extend(output_widget_block(widget["model_id"], widget["outputs"], widget.get("outputs_not_kept", 0)))
+    return flat
+
+
+def output_widget_block(model_id: str, outputs: list[dict[str, Any]], not_kept: int = 0) -> list[dict[str, Any]]:
+    if not outputs:
+        return [note(f"[Output widget {model_id}: empty]")]
+    count = f"{len(outputs)} output" + ("s" if len(outputs) > 1 else "")
+    if not_kept:
+        count += f"; its {not_kept:,} earlier outputs were not kept by ipymcp's history (over its per-output cap)"
+    return [
+        note(f"[Output widget {model_id}: {count}]"),
+        *flat_outputs(outputs),
+        note(f"[end of Output widget {model_id}]"),
+    ]
+
+
 def output_text(output: dict[str, Any]) -> str:
     """The readable text of one output (no images)."""
     kind = output.get("output_type")
+    if kind == NOTE:
+        return output["text"]
     if kind == "stream":
         text = as_text(output.get("text", ""))
         return text if output.get("name") != "stderr" else _prefix_lines(text, "[stderr] ")
@@ -72,8 +165,16 @@ def output_text(output: dict[str, Any]) -> str:
         body = "\n".join(strip_ansi(line) for line in tb) if tb else f"{output.get('ename')}: {output.get('evalue')}"
         return body + "\n"
     if kind in ("execute_result", "display_data"):
+        if _not_displayed(output):
+            return ""
         return bundle_text(output.get("data") or {})
     return ""
+
+
+def _not_displayed(output: dict[str, Any]) -> bool:
+    """Colab's output-tag markers: a display_data its frontend never shows (``outputarea.nodisplay``)."""
+    area = (output.get("metadata") or {}).get("outputarea")
+    return isinstance(area, dict) and bool(area.get("nodisplay"))
 
 
 def _prefix_lines(text: str, prefix: str) -> str:

@@ -26,7 +26,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from .outputs import strip_ansi
+from .outputs import collapse_overwrites, strip_ansi
 
 _READ_CHUNK = 65536
 
@@ -52,14 +52,8 @@ def command_environment() -> dict[str, str]:
 
 
 def clean_terminal_text(text: str) -> str:
-    """Readable text from terminal output: no escape codes, and a progress line keeps its last state."""
-    text = strip_ansi(text).replace("\r\n", "\n")
-    if "\r" in text:
-        text = "\n".join(
-            line.rsplit("\r", 1)[-1] if "\r" in line.rstrip("\r") else line.rstrip("\r")
-            for line in text.split("\n")
-        )
-    return text
+    """Readable text from terminal output: no escape codes, and progress lines as last shown."""
+    return collapse_overwrites(strip_ansi(text))
 
 
 def kill_group(pgid: int, sig: int) -> bool:

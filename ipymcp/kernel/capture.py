@@ -40,6 +40,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from ..outputs import encode_binary
+
 log = logging.getLogger("ipymcp.capture")
 
 AGENT_PARENT_PREFIX = "ipymcp-agent-"
@@ -214,7 +216,11 @@ class Capture:
                     area.get("remove_tags") or ()
                 )
                 return
-            entry = {"output_type": "display_data", "data": content.get("data", {}), "metadata": metadata}
+            entry = {
+                "output_type": "display_data",
+                "data": encode_binary(content.get("data", {})),
+                "metadata": metadata,
+            }
             display_id = (content.get("transient") or {}).get("display_id")
             if display_id:
                 entry["display_id"] = display_id
@@ -230,7 +236,7 @@ class Capture:
     def result(self, content: dict[str, Any]) -> None:
         entry = {
             "output_type": "execute_result",
-            "data": content.get("data", {}),
+            "data": encode_binary(content.get("data", {})),
             "metadata": content.get("metadata", {}),
             "execution_count": content.get("execution_count"),
         }

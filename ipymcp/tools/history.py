@@ -11,7 +11,18 @@ from mcp.types import CallToolResult, TextContent
 from pydantic import Field
 
 from ..kernel.history import CellRecord, EarlierInput, HistoryError, HistoryStore
-from ..outputs import IMAGE_TYPES, Budget, ImageTally, image_content, output_text, shape_outputs
+from ..outputs import (
+    IMAGE_TYPES,
+    NOTE,
+    Budget,
+    ImageTally,
+    flat_outputs,
+    image_content,
+    note,
+    output_text,
+    output_widget_block,
+    shape_outputs,
+)
 from .kernel import inspect_path
 
 if TYPE_CHECKING:
@@ -136,7 +147,7 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
 def _history_blocks(
     store: HistoryStore, entries: list[Entry], include_outputs: bool, config: Any
 ) -> list[Any]:
-    outputs = {id(e): store.outputs_of(e) if isinstance(e, CellRecord) else [] for e in entries}
+    outputs = {id(e): _cell_outputs(store, e) if isinstance(e, CellRecord) else [] for e in entries}
     shares = _fair_shares(
         [sum(len(output_text(o)) for o in outputs[id(e)]) for e in entries], config.max_output_chars
     )
@@ -172,6 +183,32 @@ def _history_blocks(
             elif entry.status != "running":
                 blocks.append(TextContent(type="text", text="[no output]"))
     return blocks
+
+
+def _cell_outputs(store: HistoryStore, cell: CellRecord) -> list[dict[str, Any]]:
+    """A cell's outputs in reading order, after a note for each Output widget its output went to."""
+    return _widget_write_notes(store, cell) + flat_outputs(store.outputs_of(cell))
+
+
+def _widget_write_notes(store: HistoryStore, cell: CellRecord) -> list[dict[str, Any]]:
+    notes: list[dict[str, Any]] = []
+    for write in store.widget_writes_of(cell):
+        went = f"[output of this cell went to Output widget {write['model_id']}"
+        if write.get("closed"):
+            notes.append(note(went + ", since closed]"))
+        elif write["shown_under"]:
+            where = ", ".join(f"[{_cell_name(ident)}]" for ident in write["shown_under"])
+            notes.append(note(f"{went}, shown under {where}]"))
+        elif "outputs" in write:
+            notes.append(note(went + ", which no cell in the history displays; it shows:]"))
+            notes.extend(output_widget_block(write["model_id"], write["outputs"], write.get("outputs_not_kept", 0)))
+        else:
+            notes.append(note(went + ", which no cell in the history displays; a later cell lists what it shows]"))
+    return notes
+
+
+def _cell_name(ident: Any) -> str:
+    return f"In {ident}" if isinstance(ident, int) else str(ident)
 
 
 def _fair_shares(lengths: list[int], total: int) -> list[int]:
@@ -214,19 +251,27 @@ def _cut(text: str, limit: int) -> str:
 
 
 def _outputs_summary(outputs: list[dict[str, Any]], ident: Any) -> str:
-    if not outputs:
-        return "[no output]"
     kinds: dict[str, int] = {}
     chars = 0
+    went_elsewhere = []
     for out in outputs:
         chars += len(output_text(out))
         kind = out["output_type"]
+        if kind == NOTE:
+            if out["text"].startswith("[output of this cell went to"):
+                went_elsewhere.append(out["text"].rstrip("\n"))
+            continue
         data = out.get("data") or {}
         image = next((m for m in IMAGE_TYPES if m in data), None)
         label = image or ("error " + str(out.get("ename")) if kind == "error" else kind)
         kinds[label] = kinds.get(label, 0) + 1
     listed = ", ".join(f"{n}× {k}" if n > 1 else k for k, n in kinds.items())
-    return f"[outputs: {listed}; {chars:,} characters of text; get_output({_call_ref(ident)}) shows them]"
+    summary = (
+        f"[outputs: {listed}; {chars:,} characters of text; get_output({_call_ref(ident)}) shows them]"
+        if kinds
+        else "[no output]"
+    )
+    return "\n".join([summary, *went_elsewhere])
 
 
 def _call_ref(ident: Any) -> str:
@@ -259,7 +304,7 @@ def _output_page(
         return CallToolResult(
             content=[TextContent(type="text", text=text)], meta={"total_chars": 0, "images": 0}
         )
-    text, images = _cell_text_and_images(store.outputs_of(entry))
+    text, images = _cell_text_and_images(_cell_outputs(store, entry))
     total = len(text)
     end = min(total, offset + limit)
     blocks: list[Any] = []
@@ -341,4 +386,7 @@ def _entry_json(store: HistoryStore, entry: Entry, with_outputs: bool) -> dict[s
         result["mode"] = entry.mode
     if with_outputs:
         result["outputs"] = store.outputs_of(entry)
+        writes = store.widget_writes_of(entry)
+        if writes:
+            result["output_widget_writes"] = writes
     return result
