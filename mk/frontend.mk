@@ -26,7 +26,7 @@ test-browser: env install-chromium
 # JupyterLab, at the same version. Its ipymcp labextension is a link to the built one (make js).
 RTC_VENV := .venvs/rtc
 
-$(RTC_VENV)/.installed: pyproject.toml
+$(RTC_VENV)/.installed: pyproject.toml | $(VENV)/.installed
 	rm -rf $(RTC_VENV)
 	$(PY) -m venv $(RTC_VENV)
 	$(RTC_VENV)/bin/python -m pip --disable-pip-version-check -q install \

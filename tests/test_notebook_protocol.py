@@ -224,7 +224,7 @@ async def test_a_view_that_went_silent_is_dropped_at_once_and_the_call_goes_to_t
 
 async def test_read_notebook_says_idle_from_the_kernels_own_tracking(loaded: KernelHarness) -> None:
     # Without comm subshells the view's kernel status is "busy" while it handles this very request.
-    view = ScriptedView(loaded, "work/analysis.ipynb", ["x = 1"], protocol=2, extra={"kernel_busy": True})
+    view = ScriptedView(loaded, "work/analysis.ipynb", ["x = 1"], extra={"kernel_busy": True})
     try:
         await _wait_views(loaded, 1)
         async with loaded.client() as client:

@@ -485,7 +485,8 @@ class ViewLink {
     private panel: NotebookPanel,
     private kernel: Kernel.IKernelConnection,
     private onChange: () => void = () => undefined,
-    private onState: (state: Json) => void = () => undefined
+    private onState: (state: Json) => void = () => undefined,
+    private onClosedByKernel: () => void = () => undefined
   ) {}
 
   get connected(): boolean {
@@ -520,6 +521,7 @@ class ViewLink {
       if (this.comm === comm) {
         this.comm = null;
         this.onChange();
+        this.onClosedByKernel();
       }
     };
     comm.open({
@@ -670,7 +672,10 @@ class PanelWatcher {
       state => {
         this.cameBack = this.cameBack || !!state.came_back;
         this.updateNotice();
-      }
+      },
+      // The kernel dropped this view (it was too slow to acknowledge a request) or ipymcp stopped:
+      // connect again if ipymcp is still there.
+      () => window.setTimeout(() => this.probe(), 1000)
     );
     this.link = link;
     kernel.statusChanged.connect(this.onStatus, this);
