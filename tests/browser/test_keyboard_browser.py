@@ -156,7 +156,9 @@ async def test_a_closed_view_says_goodbye_and_the_next_call_goes_to_the_open_one
             # The newest view is the one addressed; it answered a moment ago.
             await client.call_tool("insert_cell", {"source": "# into the second view"})
             assert "# into the second view" in await classic.sources()
-            await classic.page.close(run_before_unload=True)
+            # As a user closes a tab (beforeunload runs); then wait until it is really gone.
+            async with classic.page.expect_event("close"):
+                await classic.page.close(run_before_unload=True)
             started = time.monotonic()
             result = await client.call_tool("insert_cell", {"source": "# after the close"})
             assert not result.is_error, text_of(result)
