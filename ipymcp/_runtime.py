@@ -151,6 +151,8 @@ class Runtime:
         from .restart import on_ready as restart_on_ready
 
         restart_on_ready(self)  # remember port/token; come back after the next restart
+        if self.came_back and self.frontend is not None:
+            self.frontend.send_state()  # every view's banner says it came back
         log.info("ready at %s", self.url)
         self._update_status_display()
 

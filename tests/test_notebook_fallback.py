@@ -74,7 +74,7 @@ def _drain_iopub(harness: KernelHarness, until: Any, timeout: float = 10.0) -> l
 def test_load_ext_announces_itself_on_a_comm(plain: KernelHarness) -> None:
     opens = [m for m in plain.load_outputs if m["msg_type"] == "comm_open"]
     assert [m["content"]["target_name"] for m in opens] == ["ipymcp.announce"]
-    assert opens[0]["content"]["data"] == {"protocol": 1}
+    assert opens[0]["content"]["data"] == {"protocol": 2}
 
 
 async def test_kernel_status_reports_no_extension_when_no_view_connects(plain: KernelHarness) -> None:

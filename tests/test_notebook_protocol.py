@@ -24,7 +24,15 @@ pytestmark = pytest.mark.compat
 class ScriptedView:
     """A notebook view: opens its own ``ipymcp`` comm and answers requests (or stays silent)."""
 
-    def __init__(self, harness: KernelHarness, path: str, cells: list[str], answer: bool = True):
+    def __init__(
+        self,
+        harness: KernelHarness,
+        path: str,
+        cells: list[str],
+        answer: bool = True,
+        protocol: int = 1,
+        extra: dict[str, Any] | None = None,
+    ):
         # A session of its own: clients sharing one have the same ZMQ identity and lose messages.
         session = Session(key=harness.km.session.key, signature_scheme=harness.km.session.signature_scheme)
         self.kc = harness.km.client(session=session)
@@ -33,6 +41,10 @@ class ScriptedView:
         self.comm_id = uuid.uuid4().hex
         self.cells = [{"id": f"c{i}", "cell_type": "code", "source": s} for i, s in enumerate(cells)]
         self.answer = answer
+        # Protocol 2 views acknowledge each request at once, as the labextension does.
+        self.protocol = protocol
+        # Added to read_notebook's result (what a view may claim besides the cells).
+        self.extra = extra or {}
         self.requests: list[str] = []
         self._stop = threading.Event()
         self._outbox: queue.Queue = queue.Queue()
@@ -43,7 +55,7 @@ class ScriptedView:
             {
                 "comm_id": self.comm_id,
                 "target_name": "ipymcp",
-                "data": {"protocol": 1, "path": path, "app": "Scripted", "appVersion": "1", "client": "t"},
+                "data": {"protocol": protocol, "path": path, "app": "Scripted", "appVersion": "1", "client": "t"},
             },
         )
 
@@ -66,8 +78,12 @@ class ScriptedView:
             if msg["msg_type"] != "comm_msg" or content.get("comm_id") != self.comm_id:
                 continue
             request = content["data"]
+            if "op" not in request:
+                continue  # an event from the kernel (state)
             self.requests.append(request["op"])
             if self.answer:
+                if self.protocol >= 2:
+                    self._send("comm_msg", {"comm_id": self.comm_id, "data": {"id": request["id"], "ack": True}})
                 self._send("comm_msg", {"comm_id": self.comm_id, "data": self._reply(request)})
 
     def _reply(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -79,7 +95,7 @@ class ScriptedView:
                 {**c, "index": i, "revision": "r" + c["id"], "outputs": [], "execution_count": None}
                 for i, c in enumerate(self.cells)
             ]
-            result = {"path": "x.ipynb", "dirty": True, "n_cells": len(cells), "cells": cells}
+            result = {"path": "x.ipynb", "dirty": True, "n_cells": len(cells), "cells": cells, **self.extra}
             return {"id": request["id"], "ok": True, "result": result}
         return {"id": request["id"], "ok": False, "error": f"unknown op {op}"}
 
@@ -120,7 +136,7 @@ async def test_a_view_connects_and_answers_read_notebook(loaded: KernelHarness) 
             result = await client.call_tool("read_notebook", {})
         text = text_of(result)
         assert not result.is_error, text
-        assert "live view (Scripted 1)" in text and "unsaved changes: yes" in text
+        assert "live from the open notebook view (Scripted 1)" in text and "with unsaved changes" in text
         assert "id c0" in text and "x = 1" in text and "rev rc1" in text
         assert view.requests[-1] == "read_notebook"
     finally:
@@ -178,5 +194,42 @@ async def test_a_view_closing_its_comm_leaves_the_tools_explaining_what_to_do(lo
         async with loaded.client() as client:
             result = await client.call_tool("insert_cell", {"source": "# hi", "cell_type": "markdown"})
         assert result.is_error and "no notebook view is connected" in text_of(result)
+    finally:
+        view.close()
+
+
+async def test_a_view_that_went_silent_is_dropped_at_once_and_the_call_goes_to_the_live_one(
+    loaded: KernelHarness,
+) -> None:
+    # A page that crashed or lost its connection: it answered a moment ago, then nothing, no goodbye.
+    live = ScriptedView(loaded, "work/analysis.ipynb", ["live = True"], protocol=2)
+    await _wait_views(loaded, 1)
+    gone = ScriptedView(loaded, "work/analysis.ipynb", ["gone = True"], protocol=2)  # newer: ranked first
+    try:
+        await _wait_views(loaded, 2)
+        async with loaded.client() as client:
+            assert "gone = True" in text_of(await client.call_tool("read_notebook", {}))
+            gone.answer = False
+            started = time.monotonic()
+            result = await client.call_tool("read_notebook", {})
+            elapsed = time.monotonic() - started
+        assert not result.is_error, text_of(result)
+        assert "live = True" in text_of(result)
+        assert elapsed < 5, f"waited {elapsed:.1f} s for a view that is gone"
+        assert len((await _status(loaded))["views"]) == 1
+    finally:
+        live.close()
+        gone.close()
+
+
+async def test_read_notebook_says_idle_from_the_kernels_own_tracking(loaded: KernelHarness) -> None:
+    # Without comm subshells the view's kernel status is "busy" while it handles this very request.
+    view = ScriptedView(loaded, "work/analysis.ipynb", ["x = 1"], extra={"kernel_busy": True})
+    try:
+        await _wait_views(loaded, 1)
+        async with loaded.client() as client:
+            header = text_of(await client.call_tool("read_notebook", {})).split("──")[0]
+        assert "The kernel is idle." in header and "busy" not in header, header
+        assert "with unsaved changes." in header and "; " not in header, header
     finally:
         view.close()

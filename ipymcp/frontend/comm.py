@@ -4,7 +4,14 @@
 ``ipymcp.announce``. Every notebook view running the labextension answers by opening its own
 ``ipymcp`` comm (also after a page reload: the extension asks for the announce comm with
 ``comm_info_request``). Requests are ``{id, op, args}``; each gets exactly one reply
-``{id, ok, result | error}``. Views also send ``{event: 'focus'}`` when the user focuses them.
+``{id, ok, result | error}``, and (protocol 2) an ``{id, ack: true}`` the moment the view receives
+it. Views also send ``{event: 'focus'}`` when the user focuses them, and close their comm when the
+view is closed or the page unloads (goodbye). The kernel sends ``{event: 'state', came_back}``.
+
+Gone views: a view not heard from for FRESH_SECONDS is pinged before use, and a request a view
+does not acknowledge within PING_TIMEOUT, at a time the kernel could have handled the ack (a comm
+subshell, or an idle main shell), drops that view and goes to the next one: no call waits out
+its timeout for a page that is gone.
 
 Threading: replies arrive on whatever thread the kernel handles comm messages on (the main
 shell on ipykernel 6 and without subshells; a subshell thread with ipykernel 7 + JupyterLab
@@ -31,7 +38,9 @@ log = logging.getLogger("ipymcp.frontend")
 
 ANNOUNCE_TARGET = "ipymcp.announce"
 VIEW_TARGET = "ipymcp"
-PROTOCOL = 1
+PROTOCOL = 2
+# Views that acknowledge each request at once (older extensions answer only when done).
+ACK_PROTOCOL = 2
 # Without a view after this long (or once the announce comm is closed back), there is no extension.
 DETECT_SECONDS = 2.0
 PING_TIMEOUT = 1.5
@@ -64,6 +73,7 @@ class View:
     app: str
     app_version: str
     client: str
+    protocol: int = 1
     connected_at: float = field(default_factory=time.monotonic)
     focused_at: float = 0.0
     last_reply: float = 0.0
@@ -92,6 +102,8 @@ class Pending:
     op: str
     view: View
     event: threading.Event = field(default_factory=threading.Event)
+    # Set on the view's ack (or its reply): the view has the request.
+    received: threading.Event = field(default_factory=threading.Event)
     reply: dict[str, Any] | None = None
     sent_at: float = field(default_factory=time.monotonic)
 
@@ -141,6 +153,7 @@ class FrontendLink:
             pending, self._pending = list(self._pending.values()), {}
         for slot in pending:
             slot.reply = {"ok": False, "error": "ipymcp stopped"}
+            slot.received.set()
             slot.event.set()
         for comm in [self._announce] + [v.comm for v in views]:
             if comm is not None and not getattr(comm, "_closed", False):
@@ -196,9 +209,9 @@ class FrontendLink:
         """Send ``op`` to the chosen view and wait for its reply (blocking; never on the main thread)."""
         if threading.current_thread() is threading.main_thread():
             raise FrontendError("notebook requests cannot wait on the kernel's main thread")
-        view = self.choose_view()
-        slot = self._send(view, op, args or {})
-        if not slot.event.wait(timeout):
+        started = time.monotonic()
+        slot = self.deliver(op, args or {})
+        if not slot.event.wait(max(0.0, timeout - (time.monotonic() - started))):
             self._forget(slot)
             raise FrontendTimeout(self._timeout_message(op, timeout))
         return self._result(slot)
@@ -213,9 +226,8 @@ class FrontendLink:
         """``request`` for the server's event loop, calling ``on_tick(elapsed)`` about once a second."""
         import anyio
 
-        view = await anyio.to_thread.run_sync(self.choose_view)
-        slot = self._send(view, op, args or {})
         started, last_tick = time.monotonic(), 0.0
+        slot = await anyio.to_thread.run_sync(self.deliver, op, args or {})
         try:
             while not slot.event.is_set():
                 elapsed = time.monotonic() - started
@@ -229,6 +241,22 @@ class FrontendLink:
             if not slot.event.is_set():
                 self._forget(slot)
         return self._result(slot)
+
+    def deliver(self, op: str, args: dict[str, Any]) -> Pending:
+        """Send ``op`` to the chosen view and make sure it got there (blocking, up to PING_TIMEOUT
+        per view that turns out to be gone); returns the slot to wait on for the reply."""
+        while True:
+            view = self.choose_view()
+            idle_before = self._main_shell_idle()
+            slot = self._send(view, op, args)
+            if view.protocol < ACK_PROTOCOL or slot.received.wait(PING_TIMEOUT):
+                return slot
+            if not (view.subshell or (idle_before and self._main_shell_idle())):
+                # Its ack waits behind the running cell (no comm subshells): it may well be there.
+                return slot
+            self._forget(slot)
+            log.info("dropping view %s (%s): it did not acknowledge %s", view.comm_id, view.path, op)
+            self._drop(view)
 
     def choose_view(self) -> View:
         """The view to address: path match, then most recently focused, then most recent.
@@ -323,6 +351,7 @@ class FrontendLink:
             app=str(data.get("app") or ""),
             app_version=str(data.get("appVersion") or ""),
             client=str(data.get("client") or ""),
+            protocol=_protocol(data.get("protocol")),
         )
         if data.get("focused"):
             view.focused_at = time.monotonic()
@@ -333,6 +362,19 @@ class FrontendLink:
             self._ever_connected = True
         self._detected.set()
         log.info("notebook view connected: %s in %s %s", view.path, view.app, view.app_version)
+        self._send_state(view)
+
+    def send_state(self) -> None:
+        """Tell every view what all of them show in their banner (e.g. after a restart's come-back)."""
+        for view in self.views:
+            self._send_state(view)
+
+    def _send_state(self, view: View) -> None:
+        state = {"event": "state", "came_back": bool(getattr(self.runtime, "came_back", None))}
+        try:
+            send_without_parent(view.comm, state, self.kernel)
+        except Exception:  # noqa: BLE001 - a view that just went away
+            log.debug("could not send the state to %s", view.comm_id, exc_info=True)
 
     def _on_view_msg(self, view: View, msg: dict[str, Any]) -> None:
         if msg.get("header", {}).get("subshell_id"):
@@ -347,10 +389,17 @@ class FrontendLink:
 
             threading.Thread(target=stop_sharing, name="ipymcp-stop-sharing", daemon=True).start()
             return
+        view.last_reply = time.monotonic()
+        if data.get("ack"):
+            with self._lock:
+                slot = self._pending.get(data.get("id"))
+            if slot is not None:
+                slot.received.set()
+            return
         with self._lock:
             slot = self._pending.pop(data.get("id"), None)
-        view.last_reply = time.monotonic()
         if slot is not None:
+            slot.received.set()
             slot.reply = data
             slot.event.set()
 
@@ -367,12 +416,20 @@ class FrontendLink:
                 self._pending.pop(slot.id, None)
         for slot in orphans:
             slot.reply = {"ok": False, "error": "the notebook view went away (closed or reloaded); retry"}
+            slot.received.set()
             slot.event.set()
         if close and not getattr(view.comm, "_closed", False):
             try:
                 send_without_parent_close(view.comm, self.kernel)
             except Exception:  # noqa: BLE001
                 pass
+
+
+def _protocol(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 1
 
 
 def open_comm(target: str, data: dict[str, Any]) -> Any:

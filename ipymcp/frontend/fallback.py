@@ -46,6 +46,8 @@ class ActivityLog:
         self._lock = threading.Lock()
         self.updates = 0
         self._pending = threading.Event()
+        # One publisher at a time: flush() and the coalescing thread never publish the same entry twice.
+        self._publish_lock = threading.Lock()
         self._closed = False
         self._thread: threading.Thread | None = None
 
@@ -75,8 +77,20 @@ class ActivityLog:
             if self._closed:
                 return
             time.sleep(self.COALESCE_S)
+            self._publish_pending()
+
+    def _publish_pending(self) -> None:
+        with self._publish_lock:
+            if not self._pending.is_set():
+                return  # flush() published it already
             self._pending.clear()
             self.runtime._update_status_display()
+
+    def flush(self) -> None:
+        """Publish what is pending now, on this thread: a message this thread sends next (the save
+        request) reaches the notebook view after the update, so the saved file has it and no late
+        update makes the notebook dirty again."""
+        self._publish_pending()
 
     def close(self) -> None:
         """Publish what is pending and end the thread (on stop)."""
@@ -99,12 +113,15 @@ class ActivityLog:
         return "\n".join(lines)
 
 
-def record(runtime: Any, tool: str, summary: str, result: str = "", ok: bool = True) -> None:
-    """Add to the activity output if there is one (a no-op before the frontend module starts)."""
+def record(runtime: Any, tool: str, summary: str, result: str = "", ok: bool = True, flush: bool = False) -> None:
+    """Add to the activity output if there is one (a no-op before the frontend module starts);
+    ``flush`` publishes it at once, on this thread (see ``ActivityLog.flush``)."""
     activity = getattr(runtime, "activity", None)
     if activity is not None:
         try:
             activity.record(tool, summary, result, ok)
+            if flush:
+                activity.flush()
         except Exception:  # noqa: BLE001 - the display must never break a tool call
             pass
 

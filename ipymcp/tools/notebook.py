@@ -308,8 +308,17 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
     @toolbox.tool(level="edit", read_only=False, idempotent=True, title="Save the notebook")
     def save_notebook() -> str:
         """Save the user's open notebook to its .ipynb file (like Ctrl+S). Returns the path."""
-        saved = call("save", {}, 30.0)
-        fallback.record(runtime, "save_notebook", saved.get("path", ""))
+        # The activity line goes out before the save request (same thread, same IOPub order):
+        # the saved file has it, and no update after the save makes the notebook dirty again.
+        target = runtime.notebook_path or "the open notebook"
+        fallback.record(runtime, "save_notebook", target, flush=True)
+        try:
+            saved = call("save", {}, 30.0)
+        except ToolError as err:
+            fallback.record(runtime, "save_notebook", target, f"failed: {err}", ok=False)
+            raise
+        if saved.get("dirty"):
+            return f"saved {saved.get('path')}, but it changed again during the save (it has unsaved changes now)"
         return f"saved {saved.get('path')}"
 
     @toolbox.tool(level="read", read_only=True, title="The user's active cell")
@@ -349,6 +358,15 @@ def _propose_instead(runtime: Runtime, source: str, cell_type: str, why: str) ->
     return CallToolResult(content=[TextContent(type="text", text=text)], meta={"proposed": True})
 
 
+def _kernel_sentence(runtime: Runtime) -> str:
+    """Busy or idle from the kernel's own tracking (the view's kernel status is busy while it
+    handles this very request on kernels without comm subshells)."""
+    cells = runtime.cells
+    if cells.user_cell_busy() or runtime.bridge.current is not None:
+        return f"The kernel is busy: {cells.describe_wait()}."
+    return "The kernel is idle."
+
+
 def _render_notebook(
     notebook: dict[str, Any], live: bool, include_outputs: bool, budget: Budget, runtime: Runtime
 ) -> CallToolResult:
@@ -356,11 +374,16 @@ def _render_notebook(
     n = notebook.get("n_cells", len(cells))
     if live:
         view = runtime.frontend.ranked_views()[0].describe()["app"] if runtime.frontend.views else "?"
+        active = notebook.get("active_cell_index")
         header = (
-            f"{notebook['path']}: live view ({view}); {n} cells; unsaved changes: "
-            f"{'yes' if notebook.get('dirty') else 'no'}; active cell: index {notebook.get('active_cell_index')} "
-            f"(id {notebook.get('active_cell_id')})"
-            + ("; the kernel is busy" if notebook.get("kernel_busy") else "")
+            f"{notebook['path']}, live from the open notebook view ({view}). {n} cells, "
+            f"{'with unsaved changes' if notebook.get('dirty') else 'no unsaved changes'}. "
+            + (
+                f"The user's active cell is index {active} (id {notebook.get('active_cell_id')}). "
+                if active is not None and active >= 0
+                else ""
+            )
+            + _kernel_sentence(runtime)
         )
     else:
         header = (

@@ -6,14 +6,19 @@
  *   kernel -> every view   comm_open 'ipymcp.announce' {protocol}      (on %load_ext)
  *   view   -> kernel       comm_open 'ipymcp' {protocol, client, path, app, appVersion, focused}
  *   kernel -> view         comm_msg  {id, op, args}
+ *   view   -> kernel       comm_msg  {id, ack: true}                    (protocol 2: at once, before the work)
  *   view   -> kernel       comm_msg  {id, ok, result | error}           (exactly one per request)
+ *   kernel -> view         comm_msg  {event: 'state', came_back}        (ipymcp came back after a restart)
  *   view   -> kernel       comm_msg  {event: 'focus'}                   (this view got the focus)
  *   view   -> kernel       comm_msg  {event: 'stop_sharing'}            (the user clicked Stop sharing)
  *   op 'show_token' {token, url, command}: `%mcp token` shows the bearer token in a dialog with a
  *   Copy button (never as a cell output: outputs are saved with the notebook); answers at once.
- *   view   -> kernel       comm_close {reason}                          (view closed)
+ *   view   -> kernel       comm_close {reason}                          (view closed, page unloaded)
  *
- * Edits go through the shared (Yjs) model, so they reach real-time collaboration too.
+ * Edits go through the shared (Yjs) model, so they reach real-time collaboration too. The agent
+ * never moves the user: its changes leave every view's mode, active cell, focus and selection as
+ * they were (keepingUserPlace; remote changes in collaborators' views too), and cells run without
+ * NotebookActions' UI side effects (command mode, focus, scrolling).
  *
  * Sharing (ipymcp/restart.py): a notebook with metadata.ipymcp.share = true (`%mcp share on`) gets
  * `%load_ext ipymcp` run silently in its kernel when it is opened; so does a kernel restarted while
@@ -22,13 +27,13 @@
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { Clipboard, Dialog } from '@jupyterlab/apputils';
 import { Cell, CodeCell, MarkdownCell } from '@jupyterlab/cells';
-import { INotebookTracker, NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
+import { INotebookTracker, Notebook, NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
 import { Kernel, KernelMessage } from '@jupyterlab/services';
 import { Widget } from '@lumino/widgets';
 
 const ANNOUNCE_TARGET = 'ipymcp.announce';
 const VIEW_TARGET = 'ipymcp';
-const PROTOCOL = 1;
+const PROTOCOL = 2;
 const AGENT_CLASS = 'ipymcp-agent-cell';
 // %load_ext ipymcp, minus the extension manager's record (ipymcp/restart.py autoload): the user's
 // own %load_ext later shows the status line instead of "already loaded".
@@ -68,10 +73,15 @@ function describe(panel: NotebookPanel, cell: Cell, index: number, withOutputs: 
   };
 }
 
+/** The notebook's path without a drive prefix (jupyter-collaboration opens notebooks as "RTC:…"). */
+function notebookPath(panel: NotebookPanel): string {
+  return (panel.context as Json).localPath || panel.context.path;
+}
+
 function indexOf(panel: NotebookPanel, cellId: unknown): number {
   const i = panel.content.widgets.findIndex(w => w.model.id === cellId);
   if (i < 0) {
-    throw new Error(`no cell with id ${JSON.stringify(cellId)} in ${panel.context.path}; call read_notebook for the current ids`);
+    throw new Error(`no cell with id ${JSON.stringify(cellId)} in ${notebookPath(panel)}; call read_notebook for the current ids`);
   }
   return i;
 }
@@ -84,10 +94,91 @@ function checkRevision(cell: Cell, expected: unknown): void {
   }
 }
 
-function markAgentCell(cell: Cell | undefined): void {
-  const model: Json = cell?.model;
-  if (cell && model?.getMetadata && model.getMetadata('ipymcp')) {
-    cell.addClass(AGENT_CLASS);
+/** The "agent" tag under the prompt: shown exactly when the cell's metadata says the agent wrote it. */
+function syncAgentTag(cell: Cell): void {
+  const model: Json = cell.model;
+  cell.toggleClass(AGENT_CLASS, !!model?.getMetadata?.('ipymcp'));
+}
+
+/** Where the user is in one view: what the agent's changes must leave as it was. */
+interface UserPlace {
+  activeId: string | null;
+  activeWidget: Cell | null;
+  mode: string;
+  editorFocused: boolean;
+  cellFocused: boolean;
+  selectedIds: string[];
+  editorSelections: Json[] | null;
+}
+
+function userPlace(nb: Notebook): UserPlace {
+  const cell = nb.activeCell;
+  const focus = document.activeElement;
+  return {
+    activeId: cell?.model.id ?? null,
+    activeWidget: cell,
+    mode: nb.mode,
+    editorFocused: !!cell?.editor?.hasFocus(),
+    cellFocused: !!cell && !!focus && cell.node.contains(focus),
+    selectedIds: nb.widgets.filter(w => nb.isSelected(w)).map(w => w.model.id),
+    editorSelections: cell?.editor?.getSelections() ?? null
+  };
+}
+
+/** Put the user back where they were, changing only what differs (their typing is never touched). */
+function restoreUserPlace(nb: Notebook, place: UserPlace): void {
+  if (nb.isDisposed || place.activeId === null) {
+    return;
+  }
+  const index = nb.widgets.findIndex(w => w.model.id === place.activeId);
+  if (index < 0) {
+    return; // the active cell itself was deleted: nothing to keep
+  }
+  if (nb.activeCellIndex !== index) {
+    nb.activeCellIndex = index;
+  }
+  if (nb.mode !== place.mode) {
+    const setMode: Json = (nb as Json).setMode;
+    if (typeof setMode === 'function') {
+      setMode.call(nb, place.mode, { focus: false }); // JupyterLab >= 4.1
+    } else {
+      nb.mode = place.mode as Json;
+    }
+  }
+  const selected = nb.widgets.filter(w => nb.isSelected(w)).map(w => w.model.id);
+  if (selected.join() !== place.selectedIds.join()) {
+    nb.widgets.forEach(w => (place.selectedIds.includes(w.model.id) ? nb.select(w) : nb.deselect(w)));
+  }
+  const cell = nb.widgets[index];
+  const recreated = cell !== place.activeWidget; // a moved cell is a new widget
+  const refocus = () => {
+    if (recreated && place.editorSelections && cell.editor) {
+      cell.editor.setSelections(place.editorSelections as Json);
+    }
+    if (place.editorFocused && !cell.editor?.hasFocus()) {
+      cell.editor?.focus();
+    } else if (place.cellFocused && !place.editorFocused && !cell.node.contains(document.activeElement)) {
+      cell.node.focus({ preventScroll: true });
+    }
+  };
+  if (cell.editor) {
+    refocus();
+  } else {
+    void cell.ready.then(refocus); // not rendered yet (windowed notebook)
+  }
+}
+
+/**
+ * Apply the agent's change in this view while every view of the same document model (this
+ * page's panels) keeps the user's mode, active cell, focus and selection.
+ */
+function keepingUserPlace<T>(panel: NotebookPanel, change: () => T): T {
+  const views = [...watchers.keys()].filter(p => p.context.model === panel.context.model && !p.isDisposed);
+  const places = views.map(p => [p.content, userPlace(p.content)] as const);
+  try {
+    return change();
+  } finally {
+    places.forEach(([nb, place]) => restoreUserPlace(nb, place));
   }
 }
 
@@ -95,21 +186,73 @@ function focused(app: JupyterFrontEnd, panel: NotebookPanel): boolean {
   return app.shell.currentWidget === panel && document.hasFocus();
 }
 
+/**
+ * Run one cell for the agent as Shift+Enter would (the prompt shows [*], then its execution
+ * count; NotebookActions.executed fires), but without NotebookActions.runCells' UI side effects:
+ * it switches the notebook to command mode, scrolls and takes the focus, so the user's next
+ * keystrokes would become command shortcuts.
+ */
 async function execute(panel: NotebookPanel, cell: Cell): Promise<boolean> {
   if (cell.model.type === 'markdown') {
-    (cell as MarkdownCell).rendered = true;
+    keepingUserPlace(panel, () => ((cell as MarkdownCell).rendered = true));
     return true;
   }
   if (cell.model.type !== 'code') {
     return true;
   }
-  const runCells = (NotebookActions as Json).runCells;
-  if (typeof runCells === 'function') {
-    // JupyterLab >= 4.1: runs exactly this cell and keeps the user's selection.
-    return await runCells(panel.content, [cell], panel.sessionContext);
+  const session = panel.sessionContext;
+  if (session.pendingInput) {
+    throw new Error(
+      "the user's running cell waits for input (an input() box in the notebook); the cell can run once the user has answered it"
+    );
   }
-  const reply = await CodeCell.execute(cell as CodeCell, panel.sessionContext);
-  return !!reply && reply.content.status === 'ok';
+  const notebook = panel.content;
+  emitNotebookSignal('executionScheduled', { notebook, cell });
+  let reply: KernelMessage.IExecuteReplyMsg | void;
+  try {
+    const metadata = { recordTiming: !!(notebook.notebookConfig as Json)?.recordTiming };
+    reply = await keepingUserPlace(panel, () => CodeCell.execute(cell as CodeCell, session, metadata));
+  } catch (err: Json) {
+    emitNotebookSignal('executed', { notebook, cell, success: false, error: err });
+    if (String(err?.message ?? '').startsWith('Canceled')) {
+      return false; // the kernel restarted or the run was cancelled
+    }
+    throw err;
+  }
+  const ok = !!reply && reply.content.status === 'ok';
+  emitNotebookSignal('executed', { notebook, cell, success: ok });
+  if (reply && ok) {
+    applySetNextInput(panel, cell, reply.content as Json);
+  }
+  return ok;
+}
+
+/** NotebookActions' public signals (their `emit` is there at run time) for extensions that listen. */
+function emitNotebookSignal(name: 'executionScheduled' | 'executed', args: Json): void {
+  const signal: Json = (NotebookActions as Json)[name];
+  if (typeof signal?.emit === 'function') {
+    signal.emit(args);
+  }
+}
+
+/** set_next_input (e.g. %load) from the agent's run: as JupyterLab does, without moving the user. */
+function applySetNextInput(panel: NotebookPanel, cell: Cell, content: Json): void {
+  const next = (content.payload ?? []).find((p: Json) => p.source === 'set_next_input');
+  if (!next || cell.isDisposed) {
+    return;
+  }
+  keepingUserPlace(panel, () => {
+    if (next.replace) {
+      cell.model.sharedModel.setSource(next.text);
+    } else {
+      const index = panel.content.widgets.indexOf(cell);
+      panel.context.model.sharedModel.insertCell(index + 1, {
+        cell_type: 'code',
+        source: next.text,
+        metadata: { trusted: false }
+      } as Json);
+    }
+  });
 }
 
 async function apply(app: JupyterFrontEnd, panel: NotebookPanel, op: string, args: Json): Promise<Json> {
@@ -118,7 +261,7 @@ async function apply(app: JupyterFrontEnd, panel: NotebookPanel, op: string, arg
   const shared = panel.context.model.sharedModel;
   switch (op) {
     case 'hello':
-      return { path: panel.context.path, n_cells: nb.widgets.length, focused: focused(app, panel) };
+      return { path: notebookPath(panel), n_cells: nb.widgets.length, focused: focused(app, panel) };
     case 'read_notebook': {
       const start = Math.max(0, args.start ?? 0);
       const stop = args.limit == null ? nb.widgets.length : Math.min(nb.widgets.length, start + args.limit);
@@ -127,12 +270,11 @@ async function apply(app: JupyterFrontEnd, panel: NotebookPanel, op: string, arg
         cells.push(describe(panel, nb.widgets[i], i, args.include_outputs !== false));
       }
       return {
-        path: panel.context.path,
+        path: notebookPath(panel),
         dirty: panel.context.model.dirty,
         n_cells: nb.widgets.length,
         active_cell_index: nb.activeCellIndex,
         active_cell_id: nb.activeCell?.model.id ?? null,
-        kernel_busy: panel.sessionContext.session?.kernel?.status === 'busy',
         cells
       };
     }
@@ -145,30 +287,33 @@ async function apply(app: JupyterFrontEnd, panel: NotebookPanel, op: string, arg
         index = args.index < 0 ? n + 1 + args.index : args.index;
       }
       index = Math.max(0, Math.min(index, n));
-      shared.insertCell(index, {
-        cell_type: args.cell_type ?? 'code',
-        source: args.source ?? '',
-        metadata: args.metadata ?? {}
-      } as Json);
-      const cell = nb.widgets[index];
-      if (cell.model.type === 'markdown') {
-        (cell as MarkdownCell).rendered = true;
-      }
-      markAgentCell(cell);
-      return describe(panel, cell, index, false);
+      const cell = keepingUserPlace(panel, () => {
+        shared.insertCell(index, {
+          cell_type: args.cell_type ?? 'code',
+          source: args.source ?? '',
+          metadata: args.metadata ?? {}
+        } as Json);
+        const inserted = nb.widgets[index];
+        if (inserted.model.type === 'markdown') {
+          (inserted as MarkdownCell).rendered = true;
+        }
+        return inserted;
+      });
+      return describe(panel, cell, nb.widgets.indexOf(cell), false);
     }
     case 'edit_cell': {
       const i = indexOf(panel, args.cell_id);
       const cell = nb.widgets[i];
       checkRevision(cell, args.revision);
-      cell.model.sharedModel.setSource(args.source ?? '');
-      if (args.provenance) {
-        (cell.model as Json).setMetadata('ipymcp', args.provenance);
-      }
-      if (cell.model.type === 'markdown') {
-        (cell as MarkdownCell).rendered = true;
-      }
-      markAgentCell(cell);
+      keepingUserPlace(panel, () => {
+        cell.model.sharedModel.setSource(args.source ?? '');
+        if (args.provenance) {
+          (cell.model as Json).setMetadata('ipymcp', args.provenance);
+        }
+        if (cell.model.type === 'markdown' && !(cell === nb.activeCell && nb.mode === 'edit')) {
+          (cell as MarkdownCell).rendered = true;
+        }
+      });
       return describe(panel, cell, i, false);
     }
     case 'delete_cell': {
@@ -176,14 +321,14 @@ async function apply(app: JupyterFrontEnd, panel: NotebookPanel, op: string, arg
       const cell = nb.widgets[i];
       checkRevision(cell, args.revision);
       const gone = describe(panel, cell, i, false);
-      shared.deleteCell(i);
+      keepingUserPlace(panel, () => shared.deleteCell(i));
       return gone;
     }
     case 'move_cell': {
       const from = indexOf(panel, args.cell_id);
       const to = Math.max(0, Math.min(args.to_index ?? 0, nb.widgets.length - 1));
       if (from !== to) {
-        shared.moveCell(from, to);
+        keepingUserPlace(panel, () => shared.moveCell(from, to));
       }
       return describe(panel, nb.widgets[to], to, false);
     }
@@ -197,7 +342,7 @@ async function apply(app: JupyterFrontEnd, panel: NotebookPanel, op: string, arg
     case 'get_active': {
       const cell = nb.activeCell;
       return {
-        path: panel.context.path,
+        path: notebookPath(panel),
         index: nb.activeCellIndex,
         cell: cell ? describe(panel, cell, nb.activeCellIndex, false) : null,
         mode: nb.mode,
@@ -210,7 +355,7 @@ async function apply(app: JupyterFrontEnd, panel: NotebookPanel, op: string, arg
       return { decision: await askApproval(args) };
     case 'save':
       await panel.context.save();
-      return { path: panel.context.path, dirty: panel.context.model.dirty };
+      return { path: notebookPath(panel), dirty: panel.context.model.dirty };
     case 'restart': {
       // Reply first (the kernel that asks is the one going away), then restart as the button does.
       const delay = Math.max(0, Number(args.delay_ms ?? 300));
@@ -379,7 +524,9 @@ class ViewLink {
     private app: JupyterFrontEnd,
     private panel: NotebookPanel,
     private kernel: Kernel.IKernelConnection,
-    private onChange: () => void = () => undefined
+    private onChange: () => void = () => undefined,
+    private onState: (state: Json) => void = () => undefined,
+    private onClosedByKernel: () => void = () => undefined
   ) {}
 
   get connected(): boolean {
@@ -393,10 +540,16 @@ class ViewLink {
     const comm = this.kernel.createComm(VIEW_TARGET);
     this.comm = comm;
     comm.onMsg = (msg: KernelMessage.ICommMsgMsg) => {
-      const { id, op, args } = msg.content.data as Json;
+      const { id, op, args, event } = msg.content.data as Json;
+      if (event === 'state') {
+        this.onState(msg.content.data);
+        return;
+      }
       if (id === undefined) {
         return;
       }
+      // Received: the kernel knows at once that this view is alive, however long the work takes.
+      this.send({ id, ack: true });
       // Never return this promise: JupyterLab stops handling kernel messages until a promise
       // returned from a comm handler settles, and execute_cell waits for kernel messages.
       void apply(this.app, this.panel, op, args ?? {}).then(
@@ -408,12 +561,13 @@ class ViewLink {
       if (this.comm === comm) {
         this.comm = null;
         this.onChange();
+        this.onClosedByKernel();
       }
     };
     comm.open({
       protocol: PROTOCOL,
       client: this.kernel.clientId,
-      path: this.panel.context.path,
+      path: notebookPath(this.panel),
       app: this.app.name,
       appVersion: this.app.version,
       focused: focused(this.app, this.panel)
@@ -453,7 +607,12 @@ class PanelWatcher {
   private notice: ShareNotice | null = null;
   // Set when the kernel restarts while ipymcp was connected (or the notebook opted in).
   private reloadAfterRestart = false;
-  private loadedBecause = '';
+  // This view asked the kernel to load ipymcp (once per kernel).
+  private loadRequested = false;
+  // ipymcp came back after a kernel restart: seen here, or told by the kernel (views opened later).
+  private cameBack = false;
+  // The user's place before a collaborator's (remote) change: restored after it.
+  private placeBeforeRemote: UserPlace | null = null;
 
   constructor(
     private app: JupyterFrontEnd,
@@ -465,7 +624,57 @@ class PanelWatcher {
     panel.node.addEventListener('focusin', this.onFocusIn);
     void panel.sessionContext.ready.then(() => this.attach(panel.sessionContext.session?.kernel ?? null));
     void panel.context.ready.then(() => this.loadIfShared());
-    void panel.context.ready.then(() => panel.content.widgets.forEach(markAgentCell));
+    void panel.context.ready.then(() => this.followModel());
+  }
+
+  /** Agent tags from the metadata, in every view; remote changes never move the user. */
+  private followModel(): void {
+    const model: Json = this.panel.context.model;
+    model.cells.changed.connect(this.onCellsChanged, this);
+    model.metadataChanged?.connect(this.updateNotice, this);
+    this.onCellsChanged();
+    // Collaborators' changes (jupyter-collaboration) arrive as non-local Yjs transactions.
+    const ydoc: Json = model.sharedModel?.ydoc;
+    ydoc?.on?.('beforeTransaction', this.beforeTransaction);
+    ydoc?.on?.('afterTransaction', this.afterTransaction);
+  }
+
+  private taggedModels = new WeakSet<object>();
+  private onCellsChanged(): void {
+    for (const cell of this.panel.content.widgets) {
+      syncAgentTag(cell);
+      const model: Json = cell.model;
+      if (!this.taggedModels.has(model) && model.metadataChanged) {
+        this.taggedModels.add(model);
+        model.metadataChanged.connect(() => {
+          const widget = this.panel.content.widgets.find(w => w.model === model);
+          if (widget) {
+            syncAgentTag(widget);
+          }
+        });
+      }
+    }
+  }
+
+  private beforeTransaction = (transaction: Json): void => {
+    if (!transaction.local && !this.panel.isDisposed && !this.placeBeforeRemote) {
+      this.placeBeforeRemote = userPlace(this.panel.content);
+    }
+  };
+
+  private afterTransaction = (transaction: Json): void => {
+    const place = this.placeBeforeRemote;
+    if (!transaction.local && place) {
+      this.placeBeforeRemote = null;
+      restoreUserPlace(this.panel.content, place);
+    }
+  };
+
+  /** The page is going away (reload, tab closed): tell the kernel now, it cannot notice otherwise. */
+  goodbye(): void {
+    this.link?.disconnect('page unloaded');
+    // Still here a moment later (the user cancelled leaving the page): connect again.
+    window.setTimeout(() => this.probe(), 2000);
   }
 
   private lastFocusSent = 0;
@@ -490,11 +699,24 @@ class PanelWatcher {
     }
     this.detach();
     this.kernel = kernel;
-    this.loadedBecause = '';
+    this.loadRequested = false;
+    this.cameBack = false;
     if (!kernel || !kernel.handleComms) {
       return;
     }
-    const link = new ViewLink(this.app, this.panel, kernel, () => this.updateNotice());
+    const link = new ViewLink(
+      this.app,
+      this.panel,
+      kernel,
+      () => this.updateNotice(),
+      state => {
+        this.cameBack = this.cameBack || !!state.came_back;
+        this.updateNotice();
+      },
+      // The kernel dropped this view (it was too slow to acknowledge a request) or ipymcp stopped:
+      // connect again if ipymcp is still there.
+      () => window.setTimeout(() => this.probe(), 1000)
+    );
     this.link = link;
     kernel.statusChanged.connect(this.onStatus, this);
     // The kernel loads ipymcp after this view is open: it announces itself.
@@ -507,8 +729,8 @@ class PanelWatcher {
 
   /** The notebook opted in (metadata.ipymcp.share): load ipymcp in its kernel, once per kernel. */
   private loadIfShared(): void {
-    if (this.kernel && this.panel.context.isReady && sharedByMetadata(this.panel) && !this.loadedBecause) {
-      this.load('this notebook is shared (%mcp share on)');
+    if (this.kernel && this.panel.context.isReady && sharedByMetadata(this.panel) && !this.loadRequested) {
+      this.load();
     }
   }
 
@@ -518,20 +740,22 @@ class PanelWatcher {
     }
     if (status === 'restarting' || status === 'autorestarting') {
       this.reloadAfterRestart = this.reloadAfterRestart || !!this.link?.connected || sharedByMetadata(this.panel);
-      this.loadedBecause = '';
+      this.loadRequested = false;
+      this.cameBack = false;
     } else if (status === 'idle' && this.reloadAfterRestart) {
       this.reloadAfterRestart = false;
-      this.load('loaded again after the kernel restart');
+      this.cameBack = true;
+      this.load();
     }
   }
 
   /** Silent %load_ext ipymcp (no history, nothing in a cell); a second load is a no-op. */
-  private load(because: string): void {
+  private load(): void {
     const kernel = this.kernel;
     if (!kernel || kernel.isDisposed) {
       return;
     }
-    this.loadedBecause = because;
+    this.loadRequested = true;
     this.updateNotice(); // the helper in the kernel may have been faster
     const future = kernel.requestExecute({
       code: LOAD_CODE,
@@ -551,9 +775,14 @@ class PanelWatcher {
     );
   }
 
+  /** The same text in every view: it says only what every view knows (metadata, the kernel's word). */
   private updateNotice(): void {
     if (this.link?.connected) {
-      const why = this.loadedBecause ? ` (${this.loadedBecause})` : '';
+      const why = this.cameBack
+        ? ' (loaded again after the kernel restart)'
+        : sharedByMetadata(this.panel)
+          ? ' (this notebook is shared: %mcp share on)'
+          : '';
       this.showNotice(`AI agents can use this notebook through ipymcp${why}`, true);
     } else if (this.notice?.canStop) {
       this.notice.dispose();
@@ -627,6 +856,11 @@ class PanelWatcher {
   dispose(): void {
     this.link?.disconnect('view closed');
     this.detach();
+    const model: Json = this.panel.context.model;
+    model?.cells?.changed.disconnect(this.onCellsChanged, this);
+    model?.metadataChanged?.disconnect(this.updateNotice, this);
+    model?.sharedModel?.ydoc?.off?.('beforeTransaction', this.beforeTransaction);
+    model?.sharedModel?.ydoc?.off?.('afterTransaction', this.afterTransaction);
     this.panel.sessionContext.kernelChanged.disconnect(this.onKernelChanged, this);
     this.panel.node.removeEventListener('focusin', this.onFocusIn);
     watchers.delete(this.panel);
@@ -680,6 +914,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
     };
     tracker.currentChanged.connect(focusCurrent);
     window.addEventListener('focus', focusCurrent);
+    // A reloaded or closed page never disposes its panels: say goodbye, or the kernel would keep
+    // addressing a view that is gone.
+    const goodbye = () => watchers.forEach(watcher => watcher.goodbye());
+    window.addEventListener('beforeunload', goodbye);
+    window.addEventListener('pagehide', goodbye);
     console.log(`ipymcp labextension activated in ${app.name} ${app.version}`);
   }
 };

@@ -9,6 +9,7 @@ conftest.py: a second module named ``conftest`` would shadow tests/conftest.py f
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import time
@@ -221,3 +222,38 @@ def shutdown_kernels(server: JupyterServer, name: str) -> None:
     for session in server.api("GET", "/api/sessions"):
         if session.get("path") == name:
             server.api("DELETE", f"/api/sessions/{session['id']}")
+
+
+# -- the user at the keyboard while the agent works (issue 12 item 8) ------------------------------
+# Words only: no brackets or quotes (the editor closes them), no newline (it indents). In command
+# mode nearly every one of these letters is a shortcut (a, b: new cells; d d: delete; m: markdown).
+WORDS = "the quick brown fox jumps over a lazy dog and types on while an agent adds cells".split()
+
+
+async def user_place(nb: NotebookPage) -> dict[str, Any]:
+    """Mode, active cell, whether the editor has the keyboard, and the cells as the page has them."""
+    return await nb.page.evaluate(
+        """() => {
+            const nb = window.jupyterapp.shell.currentWidget.content;
+            const cell = nb.activeCell;
+            return {
+                mode: nb.mode,
+                active_id: cell ? cell.model.id : null,
+                editor_focused: !!(cell && cell.editor && cell.editor.hasFocus()),
+                selected: nb.widgets.filter(w => nb.isSelected(w)).map(w => w.model.id),
+                sources: nb.widgets.map(w => w.model.sharedModel.getSource()),
+            };
+        }"""
+    )
+
+
+async def type_while(nb: NotebookPage, work: asyncio.Task) -> str:
+    """Type word after word, as a user does, until the agent's work is done; return what was typed."""
+    typed = ""
+    for word in itertools.cycle(WORDS):
+        text = word + " "
+        await nb.page.keyboard.type(text, delay=15)
+        typed += text
+        if work.done():
+            return typed
+    raise AssertionError("unreachable")
