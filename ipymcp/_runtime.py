@@ -22,9 +22,9 @@ from typing import Any
 from . import _logging
 from ._version import __version__
 from .config import IPyMCP
-from .kernel.bridge import MainThreadBridge
 from .kernel.capture import CaptureHooks
 from .kernel.history import HistoryStore
+from .kernel.mainthread import MainThreadExecutor
 from .kernel.status import CellTracker
 from .policy import Policy
 from .server import discovery
@@ -43,9 +43,9 @@ class Runtime:
         self.config = config or IPyMCP(config=shell.config)
         self.token_holder = {"token": self.config.token or new_token()}
         self.kernel_id = _kernel_id()
-        self.bridge = MainThreadBridge(shell, self.kernel)
+        self.main_thread = MainThreadExecutor(shell, self.kernel)
         self.capture_hooks = CaptureHooks(shell)
-        self.cells = CellTracker(shell, self.bridge)
+        self.cells = CellTracker(shell, self.main_thread)
         self.history: HistoryStore | None = None
         self.server: BackgroundServer | None = None
         self.mcp: Any = None
@@ -101,7 +101,7 @@ class Runtime:
 
         sock = bind_remembered(self)  # the remembered port/token after a restart, when free
         self.capture_hooks.install()
-        self.bridge.install()
+        self.main_thread.install()
         self.cells.install()
         self.history = HistoryStore(
             self.shell, self.kernel, self.config.history_max_bytes, self.config.history_max_output_bytes
@@ -188,7 +188,7 @@ class Runtime:
             self.policy.close()
             self.cells.uninstall()
             self.capture_hooks.uninstall()
-            self.bridge.close()
+            self.main_thread.close()
             log.info("stopped")
             _logging.unconfigure(self._log_handler)
             self._log_handler = None

@@ -310,7 +310,7 @@ class FrontendLink:
 
     def _main_shell_idle(self) -> bool:
         runtime = self.runtime
-        return not runtime.cells.user_cell_busy() and runtime.bridge.current is None
+        return not runtime.cells.user_cell_busy() and runtime.main_thread.current is None
 
     def _send(self, view: View, op: str, args: dict[str, Any]) -> Pending:
         slot = Pending(id=next(self._ids), op=op, view=view)

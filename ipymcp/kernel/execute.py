@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .bridge import AgentJob
 from .capture import Capture
+from .mainthread import AgentJob
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
 
@@ -36,7 +36,7 @@ class ExecutionResult:
 async def run_agent_code(
     shell: Any, code: str, job: AgentJob, mode: str = "quiet", max_output_chars: int = 20_000
 ) -> ExecutionResult:
-    """Run ``code`` with its outputs captured; call on the kernel main thread (via the bridge).
+    """Run ``code`` with its outputs captured; call on the kernel main thread (via the MainThreadExecutor).
 
     ``max_output_chars`` is the answer's text budget: longer streams are cut while capturing.
     """

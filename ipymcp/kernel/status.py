@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .bridge import MainThreadBridge
+from .mainthread import MainThreadExecutor
 
 log = logging.getLogger("ipymcp")
 
@@ -45,9 +45,9 @@ class CellTracker:
     tracked.
     """
 
-    def __init__(self, shell: Any, bridge: MainThreadBridge):
+    def __init__(self, shell: Any, main_thread: MainThreadExecutor):
         self.shell = shell
-        self.bridge = bridge
+        self.main_thread = main_thread
         self.running: RunningCell | None = None
         self.last_finished: float | None = None
         self._handlers: dict[str, Any] | None = None
@@ -117,7 +117,7 @@ class CellTracker:
         if cell is not None:
             seconds = time.monotonic() - cell.started
             return f"user cell [{cell.execution_count}] running for {seconds:.0f} s"
-        current = self.bridge.current
+        current = self.main_thread.current
         if current is not None:
             return f"another agent job ({current.description}) running for {time.monotonic() - current.started:.0f} s"
         return "the kernel's main thread is busy (a comm, widget or GUI callback)"

@@ -14,9 +14,9 @@ from pydantic import Field
 
 from ..frontend.fallback import record as record_activity
 from ..kernel import namespace
-from ..kernel.bridge import AgentJob, wait_for_job
 from ..kernel.execute import ExecutionResult, run_agent_code
 from ..kernel.inspection import InspectionTimeout, pool_for
+from ..kernel.mainthread import AgentJob, wait_for_job
 from ..kernel.status import kernel_features, main_thread_user_frames, process_info, versions
 from ..outputs import Budget, shape_outputs
 
@@ -31,7 +31,7 @@ MAX_PATH_CHARS = 2_000
 
 
 def register(toolbox: Toolbox, runtime: Runtime) -> None:
-    shell, bridge, cells, config = runtime.shell, runtime.bridge, runtime.cells, runtime.config
+    shell, main_thread, cells, config = runtime.shell, runtime.main_thread, runtime.cells, runtime.config
 
     @toolbox.tool(level="execute", read_only=False, destructive=True, title="Run Python in the notebook kernel")
     async def execute(
@@ -62,7 +62,7 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
         mode="cell" records the code in the kernel history with an execution count, like a cell.
         """
         timeout = config.execute_timeout if timeout is None else timeout
-        job = bridge.submit(
+        job = main_thread.submit(
             lambda job: run_agent_code(shell, code, job, mode, config.max_output_chars), description=_head(code)
         )
         outcome = await _await_job(job, timeout, ctx, runtime)
@@ -149,7 +149,7 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
         notebook path. Call it when execute says the kernel is busy.
         """
         status: dict[str, Any] = {
-            "state": "busy" if cells.user_cell_busy() or bridge.current is not None else "idle",
+            "state": "busy" if cells.user_cell_busy() or main_thread.current is not None else "idle",
             "execution_count": shell.execution_count,
             "notebook_path": runtime.notebook_path,
             "kernel_id": runtime.kernel_id,
@@ -168,11 +168,11 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
                 "running_s": round(time.monotonic() - running.started, 1),
                 "frames": main_thread_user_frames(),
             }
-        if bridge.current is not None:
-            job = bridge.current
+        if main_thread.current is not None:
+            job = main_thread.current
             status["agent_job"] = {"code_head": job.description, "running_s": round(time.monotonic() - job.started, 1)}
-        if bridge.queued:
-            status["agent_jobs_queued"] = len(bridge.queued)
+        if main_thread.queued:
+            status["agent_jobs_queued"] = len(main_thread.queued)
         return status
 
     @toolbox.tool(
@@ -197,12 +197,12 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
         cell the USER is running — their work is lost; do it only when they asked you to.
         """
         if target == "agent":
-            if bridge.current is None:
+            if main_thread.current is None:
                 return "No agent code is running."
-            bridge.interrupt()
-            return f"Interrupted the running agent job: {bridge.current.description if bridge.current else 'done'}"
+            main_thread.interrupt()
+            return f"Interrupted the running agent job: {main_thread.current.description if main_thread.current else 'done'}"
         running = cells.running
-        if running is None or bridge.current is not None:
+        if running is None or main_thread.current is not None:
             raise ToolError("No user cell is running; nothing was interrupted.")
         import os
         import signal
@@ -227,7 +227,7 @@ async def _inspect(runtime: Runtime, work: Any, description: str, what: str) -> 
 
 
 async def _await_job(job: AgentJob, timeout: float, ctx: Context, runtime: Runtime) -> ExecutionResult:
-    bridge, cells = runtime.bridge, runtime.cells
+    main_thread, cells = runtime.main_thread, runtime.cells
 
     async def progress(job: AgentJob, elapsed: float) -> None:
         if job.started is None:
@@ -242,16 +242,16 @@ async def _await_job(job: AgentJob, timeout: float, ctx: Context, runtime: Runti
     try:
         finished = await wait_for_job(job, timeout, progress)
         if not finished:
-            if bridge.cancel(job):
+            if main_thread.cancel(job):
                 raise ToolError(
                     f"kernel busy: {cells.describe_wait()}; your code did not run. Retry later, use "
                     "list_variables / inspect_variable (they answer now), or call interrupt(target='user') "
                     "if the user asked you to stop their cell."
                 )
             job.interrupted = True
-            bridge.interrupt(job)
+            main_thread.interrupt(job)
             if not await wait_for_job(job, INTERRUPT_GRACE):
-                bridge.force_interrupt(job)
+                main_thread.force_interrupt(job)
                 if not await wait_for_job(job, INTERRUPT_GRACE):
                     raise ToolError(
                         f"timed out after {timeout:g} s and the code did not stop on KeyboardInterrupt "
@@ -259,9 +259,9 @@ async def _await_job(job: AgentJob, timeout: float, ctx: Context, runtime: Runti
                     )
     except asyncio.CancelledError:
         # The client cancelled: never leave the agent's code running or queued.
-        if not bridge.cancel(job):
+        if not main_thread.cancel(job):
             job.interrupted = True
-            bridge.interrupt(job)
+            main_thread.interrupt(job)
         raise
     return job.future.result()
 

@@ -362,7 +362,7 @@ def _kernel_sentence(runtime: Runtime) -> str:
     """Busy or idle from the kernel's own tracking (the view's kernel status is busy while it
     handles this very request on kernels without comm subshells)."""
     cells = runtime.cells
-    if cells.user_cell_busy() or runtime.bridge.current is not None:
+    if cells.user_cell_busy() or runtime.main_thread.current is not None:
         return f"The kernel is busy: {cells.describe_wait()}."
     return "The kernel is idle."
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 def register(toolbox: Toolbox, runtime: Runtime) -> None:
-    shell, bridge = runtime.shell, runtime.bridge
+    shell, main_thread = runtime.shell, runtime.main_thread
 
     @toolbox.tool(
         level="execute",
@@ -84,7 +84,7 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
         async def work(job: Any) -> dict[str, Any]:
             return reset_user_namespace(shell, wanted)
 
-        job = bridge.submit(work, description="reset_namespace()")
+        job = main_thread.submit(work, description="reset_namespace()")
         outcome = await _await_job(job, timeout, ctx, runtime)
         record_activity(
             runtime, "reset_namespace", "cleared the user's variables", f"{outcome['removed']} removed"

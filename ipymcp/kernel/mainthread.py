@@ -47,7 +47,7 @@ class AgentJob:
         return self.started is not None and self.finished is None
 
 
-class MainThreadBridge:
+class MainThreadExecutor:
     def __init__(self, shell: Any, kernel: Any):
         self.shell = shell
         self.kernel = kernel
