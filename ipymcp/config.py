@@ -54,7 +54,7 @@ class IPyMCP(Configurable):
         200, help="Longest list_variables pattern accepted; longer ones are refused."
     ).tag(config=True)
 
-    # -- files and terminal (ipymcp/files.py, ipymcp/terminal.py) -------------------------------
+    # -- files and processes (ipymcp/workspace.py, ipymcp/processes.py) -----------------------
     root_dir = Unicode(
         "",
         help="The directory file tools may reach (and where commands start); empty: the notebook's "
@@ -200,6 +200,6 @@ class IPyMCP(Configurable):
 
     @default("excluded_paths")
     def _default_excluded_paths(self) -> list[str]:
-        from .files import default_excluded_paths
+        from .workspace import default_excluded_paths
 
         return default_excluded_paths()

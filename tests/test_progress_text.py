@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from ipymcp.kernel.history import StreamOutput
 from ipymcp.outputs import collapse_overwrites
-from ipymcp.terminal import clean_terminal_text
+from ipymcp.processes import clean_terminal_text
 
 # JavaScript: `.` stops at any line terminator, and with the m flag `^` follows any of them.
 _JS_LINE_CHARS = "[^\n\r\u2028\u2029]"

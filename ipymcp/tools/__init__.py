@@ -14,10 +14,10 @@ def register_all(toolbox: Toolbox, runtime: Runtime) -> None:
 
     kernel.register(toolbox, runtime)
 
-    from . import files, terminal
+    from . import files, processes
 
     files.register(toolbox, runtime)
-    terminal.register(toolbox, runtime)
+    processes.register(toolbox, runtime)
 
     from . import history
 

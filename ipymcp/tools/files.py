@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 from mcp.types import CallToolResult, TextContent
 from pydantic import Field
 
-from ..files import Limits, Workspace, workspace_root
 from ..outputs import Budget, shape_outputs
 from ..policy.approval_detail import Diff
+from ..workspace import Limits, Workspace, workspace_root
 
 if TYPE_CHECKING:
     from .._runtime import Runtime

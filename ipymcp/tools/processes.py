@@ -12,8 +12,8 @@ from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult, TextContent
 from pydantic import Field
 
-from ..files import WorkspaceError
-from ..terminal import Terminal, clean_terminal_text, signal_name
+from ..processes import Processes, clean_terminal_text, signal_name
+from ..workspace import WorkspaceError
 from .files import workspace_for
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ PROGRESS_EVERY = 1.0
 def register(toolbox: Toolbox, runtime: Runtime) -> None:
     config = runtime.config
     load_cwd = os.getcwd()
-    terminal = Terminal(config.process_buffer_bytes, config.process_stop_grace, config.max_processes)
+    terminal = Processes(config.process_buffer_bytes, config.process_stop_grace, config.max_processes)
     runtime.cleanups.append(terminal.close)
     runtime.terminal = terminal
 

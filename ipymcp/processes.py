@@ -31,7 +31,7 @@ from .outputs import collapse_overwrites, strip_ansi
 _READ_CHUNK = 65536
 
 
-class TerminalError(Exception):
+class ProcessError(Exception):
     """A refusal or failure written for the agent: shown as is."""
 
 
@@ -294,7 +294,7 @@ class BackgroundProcess:
 
     def write(self, text: str) -> int:
         if not self.running:
-            raise TerminalError(
+            raise ProcessError(
                 f"{self.describe_state()}; it cannot take input (start it again with start_process)"
             )
         data = text.encode("utf-8")
@@ -346,7 +346,7 @@ class BackgroundProcess:
         return info
 
 
-class Terminal:
+class Processes:
     """Every command and process the agent started in this kernel, and the switch that ends them."""
 
     def __init__(self, buffer_bytes: int = 1_000_000, stop_grace: float = 2.0, max_processes: int = 16):
@@ -407,7 +407,7 @@ class Terminal:
         with self._lock:
             running = [p for p in self.processes.values() if p.running]
             if len(running) >= self.max_processes:
-                raise TerminalError(
+                raise ProcessError(
                     f"{len(running)} background processes are running (max_processes={self.max_processes}); "
                     "stop_process one you no longer need, or raise c.IPyMCP.max_processes"
                 )
@@ -421,7 +421,7 @@ class Terminal:
         process = self.processes.get(process_id)
         if process is None:
             known = ", ".join(str(i) for i in self.processes) or "none"
-            raise TerminalError(
+            raise ProcessError(
                 f"no process with id {process_id} (known: {known}); list_processes shows them"
             )
         return process
@@ -502,7 +502,7 @@ class Terminal:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise TerminalError("ipymcp is shutting down; no new commands")
+            raise ProcessError("ipymcp is shutting down; no new commands")
 
 
 def _drain(stream: Any, output: HeadTail) -> None:
