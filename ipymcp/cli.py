@@ -1,4 +1,4 @@
-"""The ``ipymcp`` command: ``connect`` (stdio bridge to a kernel), ``list``, ``config CLIENT``,
+"""The ``ipymcp`` command: ``connect`` (a stdio proxy to a kernel), ``list``, ``config CLIENT``,
 ``token`` (the bearer token for direct-HTTP clients: printed here, never in the notebook)."""
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ def _selection_arguments(parser: argparse.ArgumentParser, with_url: bool) -> Non
 def _connect(args: argparse.Namespace) -> int:
     import anyio
 
-    from .bridge import Selection, run_stdio
+    from .connect.proxy import run_stdio
+    from .connect.selection import Selection
 
     # stdout carries the protocol: everything else goes to stderr (clients keep it in their logs).
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(name)s: %(message)s")
@@ -94,7 +95,7 @@ def _connect(args: argparse.Namespace) -> int:
 def _token(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from .bridge import Selection, choose_kernel, describe_kernel
+    from .connect.selection import Selection, choose_kernel, describe_kernel
     from .server import discovery
 
     # The kernel chosen as `connect` chooses it, except a URL and token from the environment:

@@ -4,7 +4,7 @@ One JSON file per kernel, ``<jupyter_runtime_dir()>/ipymcp/kernel-<kernel id>.js
 a 0700 directory (it holds the bearer token). Written when the server is ready, removed when it
 stops.
 
-The bridge sends the agent's code, and the file's token, to the URL a runtime file names, so
+``ipymcp connect`` sends the agent's code, and the file's token, to the URL a runtime file names, so
 ``list_kernels`` uses a file only if the user's own kernel can have written it (``SkippedFile``
 says why another was not):
 
@@ -136,7 +136,7 @@ def list_kernels(
     """Every trusted runtime file whose kernel is alive, newest first (see the module docstring).
 
     Files passed over are appended to ``skipped``; with ``warn``, each untrusted one is logged as
-    a warning once per process (the bridge lists kernels every few seconds).
+    a warning once per process (``ipymcp connect`` lists kernels every few seconds).
     """
     directory = directory or runtime_dir()
     found: list[dict[str, Any]] = []
