@@ -139,12 +139,12 @@ class MCPMagics(Magics):
             return
         import threading
 
-        from .restart import share
+        from .restart.share import share
 
         handle = display(Markdown(f"ipymcp: share {value} … (asking the notebook view)"), display_id=True)
         threading.Thread(
             target=share,
-            args=(runtime, value == "on", lambda text: handle.update(Markdown(text))),
+            args=(runtime, value == "on", lambda text: handle.update(Markdown(text)), _state.stop_sharing),
             name="ipymcp-share",
             daemon=True,
         ).start()
@@ -157,7 +157,7 @@ class MCPMagics(Magics):
         if runtime is None:
             return
         runtime.wait_ready(5)
-        from .restart import endpoint_sentence
+        from .restart.endpoint import endpoint_sentence
         from .tokens import token_command
 
         # The notebook's path outlives its kernel (reopening the notebook starts a new kernel id).

@@ -18,9 +18,10 @@ from typing import Any
 
 from mcp.types import ImageContent, TextContent
 
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07")
-_IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
-IMAGE_TYPES = _IMAGE_TYPES
+from .text import MiddleCut, cut_middle, strip_ansi
+
+# Images returned as MCP image content (other image types, SVG included, are described).
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 
 
 @dataclass
@@ -50,10 +51,6 @@ class _Shaped:
     tally: ImageTally = field(default_factory=ImageTally)
 
 
-def strip_ansi(text: str) -> str:
-    return _ANSI.sub("", text)
-
-
 def encode_binary(data: dict[str, Any]) -> dict[str, Any]:
     """A mimebundle with bytes values (PIL, sympy, some ``Image`` objects) as base64 text.
 
@@ -69,45 +66,6 @@ def encode_binary(data: dict[str, Any]) -> dict[str, Any]:
         mime: base64.b64encode(value).decode("ascii") if isinstance(value, (bytes, bytearray)) else value
         for mime, value in data.items()
     }
-
-
-def collapse_overwrites(text: str) -> str:
-    """Text as JupyterLab (and a terminal) shows it: ``\\r`` returns to the start of the line and
-    what follows overwrites it, ``\\b`` deletes the character before it.
-
-    Follows JupyterLab's ``removeOverwrittenChars``; in linear time, since progress output can be
-    megabytes of overwrites.
-    """
-    if "\b" in text:
-        text = _apply_backspaces(text)
-    if "\r" not in text:
-        return text
-    text = _CR_NEWLINE.sub("\n", text)
-    return "\n".join(_overwrite_line(line) if "\r" in line else line for line in text.split("\n"))
-
-
-_CR_NEWLINE = re.compile("\r+\n")
-
-
-def _apply_backspaces(text: str) -> str:
-    kept: list[str] = []
-    for index, piece in enumerate(text.split("\b")):
-        if index and kept and kept[-1] != "\n":
-            kept.pop()
-        kept.extend(piece)
-    # A backspace at the start of a line has nothing to delete and shows as nothing.
-    return "".join(kept)
-
-
-def _overwrite_line(line: str) -> str:
-    """The last state of one line: each position shows the newest write that reached it."""
-    shown: list[str] = []
-    width = 0
-    for state in reversed(line.split("\r")):
-        if len(state) > width:
-            shown.append(state[width:])
-            width = len(state)
-    return "".join(shown)
 
 
 def as_text(value: Any) -> str:
@@ -191,7 +149,7 @@ def bundle_text(data: dict[str, Any]) -> str:
     """
     plain = data.get("text/plain")
     if plain is not None and _DEFAULT_REPR.match(as_text(plain).strip()):
-        richer = ("text/markdown", "text/html", "text/latex", "image/svg+xml", *_IMAGE_TYPES)
+        richer = ("text/markdown", "text/html", "text/latex", "image/svg+xml", *IMAGE_TYPES)
         if any(mime in data for mime in richer):
             data = {k: v for k, v in data.items() if k != "text/plain"}
     for mime, convert in (
@@ -206,10 +164,36 @@ def bundle_text(data: dict[str, Any]) -> str:
         return f"[SVG image, {len(as_text(data['image/svg+xml'])):,} characters of markup: not shown]\n"
     if "application/json" in data:
         return f"{data['application/json']}\n"
-    if any(k in data for k in _IMAGE_TYPES):
+    if any(k in data for k in IMAGE_TYPES):
         return ""
     kinds = ", ".join(sorted(data)) or "nothing"
     return f"[output of type {kinds}: not shown as text]\n"
+
+
+# One output's text inside a notebook read as a file (read_file of an .ipynb).
+NOTEBOOK_FILE_OUTPUT_CHARS = 3_000
+
+
+def notebook_text(notebook: dict[str, Any], shown: str) -> str:
+    """A parsed notebook file as text: each cell's source, then its outputs as text (images as a
+    line saying they are not shown)."""
+    cells = notebook.get("cells", [])
+    kernel = (notebook.get("metadata", {}).get("kernelspec") or {}).get("name", "unknown")
+    parts = [f"# {shown}: notebook with {len(cells)} cells, kernel {kernel} (raw=True shows the JSON)\n"]
+    for index, cell in enumerate(cells, 1):
+        count = cell.get("execution_count")
+        label = f"[cell {index}] {cell.get('cell_type', '?')}" + (f", execution_count {count}" if count is not None else "")
+        cell_id = cell.get("id")
+        parts.append(label + (f" (id {cell_id})" if cell_id else "") + "\n")
+        parts.append(as_text(cell.get("source", "")).rstrip("\n") + "\n")
+        outputs = cell.get("outputs") or []
+        if outputs:
+            parts.append("[outputs]\n")
+            for output in outputs:
+                parts.append(cut_middle(output_text(dict(output)), NOTEBOOK_FILE_OUTPUT_CHARS))
+                parts.extend(f"[{mime} output not shown]\n" for mime in output.get("data") or {} if mime.startswith("image/"))
+        parts.append("\n")
+    return "".join(parts)
 
 
 def _html(value: Any) -> str:
@@ -229,7 +213,7 @@ def shape_outputs(outputs: list[dict[str, Any]], budget: Budget, tally: ImageTal
         if text:
             pieces.append(text)
         data = output.get("data") or {}
-        for mime in _IMAGE_TYPES:
+        for mime in IMAGE_TYPES:
             if mime in data:
                 image = image_content(data[mime], mime, budget, shaped.tally, shaped.notes)
                 if image is not None:
@@ -238,7 +222,7 @@ def shape_outputs(outputs: list[dict[str, Any]], budget: Budget, tally: ImageTal
     total = sum(len(p) for p in pieces if isinstance(p, str))
     # A stream cut while capturing (head and tail kept) says how long it was: count what it lost.
     cut_before = sum(o["length"] - len(as_text(o.get("text", ""))) for o in outputs if o.get("length"))
-    cut = _Cut.plan(total, budget.max_chars, cut_before) if total > budget.max_chars else None
+    cut = MiddleCut.plan(total, max(200, budget.max_chars), cut_before) if total > budget.max_chars else None
     position, buffer = 0, []
     for piece in pieces + [None]:
         if isinstance(piece, str):
@@ -260,33 +244,6 @@ def shape_outputs(outputs: list[dict[str, Any]], budget: Budget, tally: ImageTal
     if shaped.notes:
         shaped.blocks.append(TextContent(type="text", text="\n".join(shaped.notes)))
     return shaped.blocks
-
-
-@dataclass
-class _Cut:
-    """Keep the first ``head_end`` and the characters from ``tail_start`` of the joined text."""
-
-    head_end: int
-    tail_start: int
-    cut_before: int = 0
-
-    @classmethod
-    def plan(cls, total: int, max_chars: int, cut_before: int = 0) -> _Cut:
-        keep = max(200, max_chars)
-        head = keep * 2 // 3
-        return cls(head, total - (keep - head), cut_before)
-
-    @property
-    def removed(self) -> int:
-        return self.tail_start - self.head_end + self.cut_before
-
-    def apply(self, text: str, start: int) -> str:
-        """The kept part of ``text``, which begins at ``start`` in the joined text."""
-        end = start + len(text)
-        head = text[: max(0, min(end, self.head_end) - start)]
-        tail = text[max(0, self.tail_start - start) :] if end > self.tail_start else ""
-        marker = f"\n[... {self.removed:,} characters cut ...]\n" if start <= self.head_end < end else ""
-        return head + marker + tail
 
 
 def image_content(value: Any, mime: str, budget: Budget, tally: ImageTally, notes: list[str]) -> ImageContent | None:

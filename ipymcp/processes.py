@@ -26,7 +26,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from .outputs import collapse_overwrites, strip_ansi
+from .text import HeadTail, clean_terminal_text, cut_marker
 
 _READ_CHUNK = 65536
 
@@ -49,11 +49,6 @@ def command_environment() -> dict[str, str]:
     )
     env.update({"TERM": "dumb", "PAGER": "cat", "GIT_PAGER": "cat", "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"})
     return env
-
-
-def clean_terminal_text(text: str) -> str:
-    """Readable text from terminal output: no escape codes, and progress lines as last shown."""
-    return collapse_overwrites(strip_ansi(text))
 
 
 def kill_group(pgid: int, sig: int) -> bool:
@@ -100,16 +95,13 @@ def group_exists(pgid: int) -> bool:
     return False
 
 
-class HeadTail:
-    """Output kept within a budget: the first bytes and the last bytes, with the total seen."""
+class CommandOutput:
+    """A command's output within a budget: its first and last bytes (two thirds, one third), the
+    total seen, and the latest line (for progress notifications)."""
 
     def __init__(self, budget: int):
-        self.head_limit = max(100, budget * 2 // 3)
-        self.tail_limit = max(100, budget - self.head_limit)
-        self.head = bytearray()
-        self.tail: deque[bytes] = deque()
-        self.tail_size = 0
-        self.total = 0
+        head = max(100, budget * 2 // 3)
+        self.kept: HeadTail[bytes] = HeadTail(head, max(100, budget - head))
         self.last_line = b""
         self.lock = threading.Lock()
 
@@ -117,27 +109,15 @@ class HeadTail:
         with self.lock:
             lines = (self.last_line + data[-400:]).rstrip(b"\r\n").rsplit(b"\n", 1)
             self.last_line = lines[-1][-200:]
-            self.total += len(data)
-            room = self.head_limit - len(self.head)
-            if room > 0:
-                self.head += data[:room]
-                data = data[room:]
-            if data:
-                self.tail.append(data)
-                self.tail_size += len(data)
-                while self.tail_size - len(self.tail[0]) >= self.tail_limit:
-                    self.tail_size -= len(self.tail.popleft())
+            self.kept.add(data)
 
     def text(self) -> str:
         with self.lock:
-            tail = b"".join(self.tail)
-            if len(self.head) + len(tail) >= self.total:
-                return clean_terminal_text(bytes(self.head + tail).decode("utf-8", "replace"))
-            tail = tail[-self.tail_limit :]
-            cut = self.total - len(self.head) - len(tail)
-            head_text = bytes(self.head).decode("utf-8", "replace")
-            tail_text = tail.decode("utf-8", "replace")
-        return clean_terminal_text(f"{head_text}\n[... {cut:,} bytes of output cut ...]\n{tail_text}")
+            head, tail, cut = self.kept.head(), self.kept.tail(), self.kept.cut
+        if not cut:
+            return clean_terminal_text((head + tail).decode("utf-8", "replace"))
+        marker = cut_marker(cut, "bytes of output")
+        return clean_terminal_text(head.decode("utf-8", "replace") + marker + tail.decode("utf-8", "replace"))
 
     def latest_line(self) -> str:
         return clean_terminal_text(self.last_line.decode("utf-8", "replace")).strip()
@@ -149,7 +129,7 @@ class CommandRun:
 
     command: str
     process: subprocess.Popen
-    output: HeadTail
+    output: CommandOutput
     reader: threading.Thread
     started: float = field(default_factory=time.monotonic)
     timed_out: bool = False
@@ -374,7 +354,7 @@ class Processes:
             start_new_session=True,
             close_fds=True,
         )
-        output = HeadTail(budget)
+        output = CommandOutput(budget)
         reader = threading.Thread(
             target=_drain, args=(process.stdout, output), daemon=True, name="ipymcp-command"
         )
@@ -505,7 +485,7 @@ class Processes:
             raise ProcessError("ipymcp is shutting down; no new commands")
 
 
-def _drain(stream: Any, output: HeadTail) -> None:
+def _drain(stream: Any, output: CommandOutput) -> None:
     fd = stream.fileno()
     while True:
         try:

@@ -14,13 +14,12 @@ import shlex
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from .text import scrub as text_scrub
+
 if TYPE_CHECKING:
     from ._runtime import Runtime
 
 log = logging.getLogger("ipymcp")
-
-SCRUBBED = "[token]"
-
 
 def token_command(runtime: Runtime) -> list[str]:
     """The terminal command that prints this kernel's token (the kernel id survives restarts)."""
@@ -33,17 +32,9 @@ def terminal_sentence(runtime: Runtime) -> str:
     return f"in a terminal, `{shlex.join(token_command(runtime))}` prints it"
 
 
-def known_tokens(runtime: Runtime) -> list[str]:
-    """The current token and the rotated ones still worth hiding."""
-    retired = getattr(getattr(runtime, "policy", None), "retired_tokens", [])
-    return [t for t in (runtime.token, *retired) if t]
-
-
 def scrub(text: str, runtime: Runtime) -> str:
-    for token in known_tokens(runtime):
-        if token in text:
-            text = text.replace(token, SCRUBBED)
-    return text
+    """``text`` without this kernel's current or recent tokens."""
+    return text_scrub(text, runtime.known_tokens())
 
 
 def reveal(runtime: Runtime, report: Callable[[str], None], show: Callable[[str], Callable[[str], None]]) -> None:

@@ -1100,8 +1100,8 @@ def _undecodable(shown: str, data: bytes, position: int, line: int | None = None
 
 
 def render_notebook(data: bytes, shown: str) -> str:
-    """A notebook as readable text: each cell's source, then its outputs as text."""
-    from .outputs import output_text
+    """A notebook file as readable text: each cell's source, then its outputs as text."""
+    from .outputs import notebook_text
 
     try:
         import nbformat
@@ -1113,31 +1113,4 @@ def render_notebook(data: bytes, shown: str) -> str:
         raise WorkspaceError(
             f"{shown} is not a readable notebook ({exc}); read_file(path, raw=True) shows the JSON"
         ) from None
-    cells = notebook.get("cells", [])
-    kernel = (notebook.get("metadata", {}).get("kernelspec") or {}).get("name", "unknown")
-    parts = [f"# {shown}: notebook with {len(cells)} cells, kernel {kernel} (raw=True shows the JSON)\n"]
-    for index, cell in enumerate(cells, 1):
-        kind = cell.get("cell_type", "?")
-        count = cell.get("execution_count")
-        label = f"[cell {index}] {kind}" + (f", execution_count {count}" if count is not None else "")
-        cell_id = cell.get("id")
-        parts.append(f"{label}" + (f" (id {cell_id})" if cell_id else "") + "\n")
-        source = (
-            "".join(cell.get("source", ""))
-            if isinstance(cell.get("source"), list)
-            else cell.get("source", "")
-        )
-        parts.append(source.rstrip("\n") + "\n")
-        outputs = cell.get("outputs") or []
-        if outputs:
-            parts.append("[outputs]\n")
-            for output in outputs:
-                text = output_text(dict(output))
-                if len(text) > 3000:
-                    text = text[:2000] + f"\n[... output cut: {len(text):,} characters ...]\n" + text[-500:]
-                parts.append(text)
-                data_mimes = [m for m in (output.get("data") or {}) if m.startswith("image/")]
-                for mime in data_mimes:
-                    parts.append(f"[{mime} output not shown]\n")
-        parts.append("\n")
-    return "".join(parts)
+    return notebook_text(notebook, shown)

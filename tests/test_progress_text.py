@@ -1,6 +1,6 @@
 """Progress text (``\\r`` and ``\\b``) reads as the user sees it, in the history and in read_process.
 
-One implementation (``ipymcp.outputs.collapse_overwrites``) serves both; its reference is
+One implementation (``ipymcp.text.collapse_overwrites``) serves both; its reference is
 JupyterLab's own ``removeOverwrittenChars`` (packages/outputarea/src/model.ts), ported below
 regex for regex, with JavaScript's notion of a line (``\\r`` ends one too) spelled out.
 Where JupyterLab's regexes slip (a backspace cancels the backspace before it; a backspace with
@@ -17,8 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ipymcp.kernel.history import StreamOutput
-from ipymcp.outputs import collapse_overwrites
-from ipymcp.processes import clean_terminal_text
+from ipymcp.text import clean_terminal_text, collapse_overwrites
 
 # JavaScript: `.` stops at any line terminator, and with the m flag `^` follows any of them.
 _JS_LINE_CHARS = "[^\n\r\u2028\u2029]"

@@ -31,16 +31,21 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .protocol import (
+    ACK_PROTOCOL,
+    ANNOUNCE_TARGET,
+    PROTOCOL,
+    VIEW_TARGET,
+    Op,
+    reply_error_code,
+    view_protocol,
+)
+
 if TYPE_CHECKING:
     from .._runtime import Runtime
 
 log = logging.getLogger("ipymcp.frontend")
 
-ANNOUNCE_TARGET = "ipymcp.announce"
-VIEW_TARGET = "ipymcp"
-PROTOCOL = 2
-# Views that acknowledge each request at once (older extensions answer only when done).
-ACK_PROTOCOL = 2
 # Without a view after this long (or once the announce comm is closed back), there is no extension.
 DETECT_SECONDS = 2.0
 PING_TIMEOUT = 1.5
@@ -57,11 +62,15 @@ class NoFrontendError(FrontendError):
 
 
 class StaleCellError(FrontendError):
-    pass
+    """The user changed the cell since the agent read it (the view refused the write)."""
+
+
+class UnknownOpError(FrontendError):
+    """The view's extension predates this op (an older ipymcp in the Jupyter server's environment)."""
 
 
 class FrontendTimeout(FrontendError):
-    pass
+    """The view did not answer in time."""
 
 
 @dataclass
@@ -111,9 +120,11 @@ class Pending:
 class FrontendLink:
     """``runtime.frontend``: the views connected to this kernel and requests to them."""
 
-    def __init__(self, runtime: Runtime):
+    def __init__(self, runtime: Runtime, on_stop_sharing: Callable[[], None]):
         self.runtime = runtime
         self.kernel = runtime.kernel
+        # The notice's "Stop sharing" button (a view event): stops ipymcp in this kernel.
+        self._on_stop_sharing = on_stop_sharing
         self._views: dict[str, View] = {}
         self._pending: dict[int, Pending] = {}
         self._lock = threading.Lock()
@@ -196,7 +207,7 @@ class FrontendLink:
             "extension": state,
             "notebook_tools": "live" if live else "read-only (from the .ipynb on disk)",
             "views": [v.describe() for v in self.views],
-            "activity_output": bool(getattr(self.runtime, "_status_display", None)),
+            "activity_output": self.runtime.status_display is not None,
             "set_next_input": frontend != "colab",
             "protocol": PROTOCOL,
         }
@@ -205,7 +216,7 @@ class FrontendLink:
         return caps
 
     # -- requests --------------------------------------------------------------------------
-    def request(self, op: str, args: dict[str, Any] | None = None, timeout: float = 10.0) -> dict[str, Any]:
+    def request(self, op: Op, args: dict[str, Any] | None = None, timeout: float = 10.0) -> dict[str, Any]:
         """Send ``op`` to the chosen view and wait for its reply (blocking; never on the main thread)."""
         if threading.current_thread() is threading.main_thread():
             raise FrontendError("notebook requests cannot wait on the kernel's main thread")
@@ -218,7 +229,7 @@ class FrontendLink:
 
     async def arequest(
         self,
-        op: str,
+        op: Op,
         args: dict[str, Any] | None = None,
         timeout: float = 10.0,
         on_tick: Callable[[float], Awaitable[None]] | None = None,
@@ -242,7 +253,7 @@ class FrontendLink:
                 self._forget(slot)
         return self._result(slot)
 
-    def deliver(self, op: str, args: dict[str, Any]) -> Pending:
+    def deliver(self, op: Op, args: dict[str, Any]) -> Pending:
         """Send ``op`` to the chosen view and make sure it got there (blocking, up to PING_TIMEOUT
         per view that turns out to be gone); returns the slot to wait on for the reply."""
         while True:
@@ -312,7 +323,7 @@ class FrontendLink:
         runtime = self.runtime
         return not runtime.cells.user_cell_busy() and runtime.main_thread.current is None
 
-    def _send(self, view: View, op: str, args: dict[str, Any]) -> Pending:
+    def _send(self, view: View, op: Op, args: dict[str, Any]) -> Pending:
         slot = Pending(id=next(self._ids), op=op, view=view)
         with self._lock:
             self._pending[slot.id] = slot
@@ -328,8 +339,11 @@ class FrontendLink:
         if reply.get("ok"):
             return reply.get("result") or {}
         error = str(reply.get("error") or "the notebook view reported an error")
-        if reply.get("stale"):
+        code = reply_error_code(reply)
+        if code == "stale_cell":
             raise StaleCellError(error)
+        if code == "unknown_op":
+            raise UnknownOpError(error)
         raise FrontendError(error)
 
     def _timeout_message(self, op: str, timeout: float) -> str:
@@ -351,7 +365,7 @@ class FrontendLink:
             app=str(data.get("app") or ""),
             app_version=str(data.get("appVersion") or ""),
             client=str(data.get("client") or ""),
-            protocol=_protocol(data.get("protocol")),
+            protocol=view_protocol(data.get("protocol")),
         )
         if data.get("focused"):
             view.focused_at = time.monotonic()
@@ -370,7 +384,7 @@ class FrontendLink:
             self._send_state(view)
 
     def _send_state(self, view: View) -> None:
-        state = {"event": "state", "came_back": bool(getattr(self.runtime, "came_back", None))}
+        state = {"event": "state", "came_back": self.runtime.came_back is not None}
         try:
             send_without_parent(view.comm, state, self.kernel)
         except Exception:  # noqa: BLE001 - a view that just went away
@@ -384,10 +398,8 @@ class FrontendLink:
             view.focused_at = time.monotonic()
             return
         if data.get("event") == "stop_sharing":
-            # The notice's "Stop sharing" button; not on this (comm) thread: stopping closes the comms.
-            from ..restart import stop_sharing
-
-            threading.Thread(target=stop_sharing, name="ipymcp-stop-sharing", daemon=True).start()
+            # Not on this (comm) thread: stopping closes the comms.
+            threading.Thread(target=self._on_stop_sharing, name="ipymcp-stop-sharing", daemon=True).start()
             return
         view.last_reply = time.monotonic()
         if data.get("ack"):
@@ -425,15 +437,9 @@ class FrontendLink:
                 pass
 
 
-def _protocol(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 1
-
-
 def open_comm(target: str, data: dict[str, Any]) -> Any:
-    """A kernel-side comm on every ipykernel we support (see kernel-internals.md §6)."""
+    """A kernel-side comm on every ipykernel we support (``comm.create_comm`` from 6.18 on; before
+    that, the ``comm`` package's default is a dummy that sends nothing)."""
     import ipykernel
 
     if _version_tuple(ipykernel.__version__) >= (6, 18):
@@ -457,7 +463,7 @@ def _version_tuple(version: str) -> tuple[int, ...]:
 def _without_parent(kernel: Any, action: Callable[[], None]) -> None:
     # ipykernel 7 routes the frontend's reply to the subshell of the *sender's* parent; from a
     # thread that is the main shell, so replies would wait behind a running cell. With an
-    # empty parent the reply stays on the frontend's comm subshell (frontend.md §2.4).
+    # empty parent the reply stays on the frontend's comm subshell.
     var = getattr(kernel, "_shell_parent", None)
     if isinstance(var, contextvars.ContextVar):
 

@@ -14,12 +14,12 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .._runtime import Runtime
+from ..text import one_line, scrub
 
 PROPOSAL_LABEL = "# Proposed by the agent (ipymcp): review, edit or delete; it has not been run.\n"
 
@@ -40,11 +40,13 @@ class ActivityLog:
     # ~0.6 ms, more than the rest of an execute("1+1") round trip inside the kernel.
     COALESCE_S = 0.05
 
-    def __init__(self, runtime: Runtime, size: int = 6):
-        self.runtime = runtime
+    def __init__(self, publish: Callable[[], None], secrets: Callable[[], Iterable[str]], size: int = 6):
+        # Re-renders the status display (with ``markdown()``); never called on the server's loop.
+        self._publish = publish
+        # The tokens no line may contain: the activity output is saved with the notebook.
+        self._secrets = secrets
         self.entries: deque[Activity] = deque(maxlen=size)
         self._lock = threading.Lock()
-        self.updates = 0
         self._pending = threading.Event()
         # One publisher at a time: flush() and the coalescing thread never publish the same entry twice.
         self._publish_lock = threading.Lock()
@@ -52,20 +54,17 @@ class ActivityLog:
         self._thread: threading.Thread | None = None
 
     def record(self, tool: str, summary: str, result: str = "", ok: bool = True) -> None:
-        from ..tokens import scrub
-
-        # The activity output is saved with the notebook: no token in it, also not half a token
-        # (scrubbed before the line is cut).
+        # Scrubbed before the line is cut: not even half a token.
+        secrets = list(self._secrets())
         entry = Activity(
             at=_dt.datetime.now().strftime("%H:%M:%S"),
             tool=tool,
-            summary=_one_line(scrub(str(summary), self.runtime), 100),
-            result=_one_line(scrub(str(result), self.runtime), 120),
+            summary=one_line(scrub(str(summary), secrets), 100),
+            result=one_line(scrub(str(result), secrets), 120),
             ok=ok,
         )
         with self._lock:
             self.entries.append(entry)
-            self.updates += 1
             if self._thread is None and not self._closed:
                 self._thread = threading.Thread(target=self._publish_loop, name="ipymcp-activity", daemon=True)
                 self._thread.start()
@@ -84,7 +83,7 @@ class ActivityLog:
             if not self._pending.is_set():
                 return  # flush() published it already
             self._pending.clear()
-            self.runtime._update_status_display()
+            self._publish()
 
     def flush(self) -> None:
         """Publish what is pending now, on this thread: a message this thread sends next (the save
@@ -98,7 +97,7 @@ class ActivityLog:
         self._pending.set()
         if self._thread is not None:
             self._thread.join(1)
-            self.runtime._update_status_display()
+            self._publish()
 
     def markdown(self) -> str:
         with self._lock:
@@ -113,10 +112,11 @@ class ActivityLog:
         return "\n".join(lines)
 
 
-def record(runtime: Any, tool: str, summary: str, result: str = "", ok: bool = True, flush: bool = False) -> None:
-    """Add to the activity output if there is one (a no-op before the frontend module starts);
+def record(
+    activity: ActivityLog | None, tool: str, summary: str, result: str = "", ok: bool = True, flush: bool = False
+) -> None:
+    """Add to the activity output if there is one (none when the frontend link did not start);
     ``flush`` publishes it at once, on this thread (see ``ActivityLog.flush``)."""
-    activity = getattr(runtime, "activity", None)
     if activity is not None:
         try:
             activity.record(tool, summary, result, ok)
@@ -124,11 +124,6 @@ def record(runtime: Any, tool: str, summary: str, result: str = "", ok: bool = T
                 activity.flush()
         except Exception:  # noqa: BLE001 - the display must never break a tool call
             pass
-
-
-def _one_line(text: str, limit: int) -> str:
-    text = " ⏎ ".join(line.strip() for line in str(text).strip().splitlines() if line.strip())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _code(text: str) -> str:
@@ -170,6 +165,6 @@ def _join(value: Any) -> str:
     return "".join(value) if isinstance(value, list) else str(value or "")
 
 
-def propose_cell(runtime: Runtime, source: str) -> None:
+def propose_cell(shell: Any, source: str) -> None:
     """Queue a new cell via ``set_next_input``: it appears below the next cell the user runs."""
-    runtime.shell.set_next_input(PROPOSAL_LABEL + source, replace=False)
+    shell.set_next_input(PROPOSAL_LABEL + source, replace=False)

@@ -29,7 +29,6 @@ main thread, where ipykernel 7 also runs comm handlers while an async agent job 
 from __future__ import annotations
 
 import builtins
-import collections
 import contextvars
 import getpass
 import itertools
@@ -41,6 +40,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..outputs import encode_binary
+from ..text import HeadTail, cut_marker
 
 log = logging.getLogger("ipymcp.capture")
 
@@ -110,56 +110,6 @@ class _Router:
         return getattr(self._original, name)
 
 
-class _BoundedText:
-    """The head and tail of a growing text; what falls between is counted, not kept."""
-
-    __slots__ = ("head", "head_len", "tail", "tail_len", "cut", "keep")
-
-    def __init__(self, keep: int):
-        self.keep = keep
-        self.head: list[str] = []
-        self.head_len = 0
-        self.tail: collections.deque[str] = collections.deque()
-        self.tail_len = 0
-        self.cut = 0
-
-    def add(self, text: str) -> None:
-        start = 0
-        if self.head_len < self.keep:
-            start = min(len(text), self.keep - self.head_len)
-            self.head.append(text if start == len(text) else text[:start])
-            self.head_len += start
-            if start == len(text):
-                return
-        rest = len(text) - start
-        if rest >= self.keep:
-            # Slice the tail straight off a huge write: never copy its middle.
-            self.cut += self.tail_len + rest - self.keep
-            self.tail.clear()
-            self.tail.append(text[len(text) - self.keep :])
-            self.tail_len = self.keep
-            return
-        self.tail.append(text[start:] if start else text)
-        self.tail_len += rest
-        while self.tail_len > self.keep:
-            first = self.tail[0]
-            excess = self.tail_len - self.keep
-            if len(first) <= excess:
-                self.tail.popleft()
-                self.tail_len -= len(first)
-                self.cut += len(first)
-            else:
-                self.tail[0] = first[excess:]
-                self.tail_len -= excess
-                self.cut += excess
-
-    def text(self) -> str:
-        head, tail = "".join(self.head), "".join(self.tail)
-        if not self.cut:
-            return head + tail
-        return f"{head}\n[... {self.cut:,} characters cut while capturing ...]\n{tail}"
-
-
 class Capture:
     """``with Capture(shell) as cap: ...`` collects nbformat-like output dicts in ``cap.outputs``.
 
@@ -197,7 +147,7 @@ class Capture:
                 last = {
                     "output_type": "stream",
                     "name": name,
-                    "_text": _BoundedText(self._keep),
+                    "_text": HeadTail(self._keep, self._keep),
                     "_tags": self._tags,
                 }
                 self.outputs.append(last)
@@ -306,10 +256,10 @@ class Capture:
             if out["output_type"] == "clear_output":
                 continue
             if out["output_type"] == "stream":
-                text = out["_text"]
-                out = {"output_type": "stream", "name": out["name"], "text": text.text()}
-                if text.cut:
-                    out["length"] = text.head_len + text.cut + text.tail_len  # before the cut
+                kept: HeadTail[str] = out["_text"]
+                out = {"output_type": "stream", "name": out["name"], "text": _captured_text(kept)}
+                if kept.cut:
+                    out["length"] = kept.total  # before the cut
             else:
                 out = {k: v for k, v in out.items() if k != "_tags"}
             done.append(out)
@@ -357,6 +307,12 @@ class Capture:
         if parent is not None:
             _diverted.pop(parent.msg_id, None)
             parent.exit()
+
+
+def _captured_text(kept: HeadTail[str]) -> str:
+    if not kept.cut:
+        return kept.head() + kept.tail()
+    return kept.head() + cut_marker(kept.cut, when="while capturing") + kept.tail()
 
 
 def active_capture() -> Capture | None:

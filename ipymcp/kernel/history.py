@@ -34,7 +34,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..outputs import collapse_overwrites, encode_binary
+from ..outputs import encode_binary
+from ..text import HeadTail, collapse_overwrites
 
 log = logging.getLogger("ipymcp.history")
 
@@ -113,61 +114,36 @@ def approx_size(value: Any, budget: int = _WALK_NODES) -> int:
 class StreamOutput:
     """One stream output (stdout or stderr), kept as the chunks the kernel sent: head + tail."""
 
-    __slots__ = ("name", "head", "head_len", "tail", "tail_len", "dropped", "cap", "tags")
+    __slots__ = ("name", "kept", "cap", "tags")
     output_type = "stream"
 
-    def __init__(self, name: str, cap: int, tags: frozenset[str] = frozenset()):
+    def __init__(self, name: str, cap: int, tags: frozenset[str] = frozenset(), kept: HeadTail[str] | None = None):
         self.name = name
         self.tags = tags
-        self.head: list[str] = []
-        self.head_len = 0
-        self.tail: collections.deque[str] = collections.deque()
-        self.tail_len = 0
-        self.dropped = 0
         self.cap = cap
+        self.kept: HeadTail[str] = kept if kept is not None else HeadTail(cap // 2, cap - cap // 2)
 
     @property
     def size(self) -> int:
-        return self.head_len + self.tail_len
+        return self.kept.held
 
     def add(self, text: str) -> int:
         """Append; returns the change in held size."""
-        before = self.head_len + self.tail_len
-        half = self.cap // 2
-        if self.head_len < half and not self.tail:
-            room = half - self.head_len
-            if len(text) <= room:
-                self.head.append(text)
-                self.head_len += len(text)
-                return len(text)
-            self.head.append(text[:room])
-            self.head_len = half
-            text = text[room:]
-        self.tail.append(text)
-        self.tail_len += len(text)
-        keep = self.cap - half
-        while self.tail_len > keep:
-            first = self.tail[0]
-            excess = self.tail_len - keep
-            if len(first) <= excess:
-                self.tail.popleft()
-                self.tail_len -= len(first)
-                self.dropped += len(first)
-            else:
-                self.tail[0] = first[excess:]
-                self.tail_len -= excess
-                self.dropped += excess
-        return self.head_len + self.tail_len - before
+        return self.kept.add(text)
+
+    def snapshot(self) -> StreamOutput:
+        """A copy to render outside the lock (the tap appends meanwhile)."""
+        return StreamOutput(self.name, self.cap, self.tags, self.kept.copy())
 
     def text(self) -> str:
-        head = "".join(self.head)
-        if not self.dropped:
-            return head + "".join(self.tail)
+        kept = self.kept
+        if not kept.cut:
+            return kept.head() + kept.tail()
         marker = (
-            f"\n[... {self.dropped:,} characters not kept by ipymcp's history (over its per-output cap "
+            f"\n[... {kept.cut:,} characters not kept by ipymcp's history (over its per-output cap "
             f"of {self.cap:,}); head and tail kept ...]\n"
         )
-        return head + marker + "".join(self.tail)
+        return kept.head() + marker + kept.tail()
 
     def as_output(self) -> dict[str, Any]:
         return {"output_type": "stream", "name": self.name, "text": collapse_overwrites(self.text())}
@@ -845,7 +821,7 @@ class HistoryStore:
         items: list[tuple[Any, ...]] = []
         for record in records:
             if isinstance(record, StreamOutput):
-                items.append((record, list(record.head), list(record.tail), record.dropped))
+                items.append((record.snapshot(),))
             else:
                 widgets = [
                     (
@@ -904,9 +880,7 @@ def _render(snapshot: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
     for item in snapshot:
         record = item[0]
         if isinstance(record, StreamOutput):
-            copy = StreamOutput(record.name, record.cap)
-            copy.head, copy.tail, copy.dropped = item[1], collections.deque(item[2]), item[3]
-            result.append(copy.as_output())
+            result.append(record.as_output())
             continue
         output = record.as_output()
         if item[1]:

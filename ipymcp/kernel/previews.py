@@ -18,6 +18,7 @@ import types
 import uuid
 from typing import Any
 
+from ..text import shorten
 from . import library, static
 
 MAX_TEXT = 200
@@ -45,7 +46,7 @@ _FUNCTION_TYPES = (types.FunctionType, types.BuiltinFunctionType, types.MethodTy
 
 
 def bounded_text(text: str, limit: int = MAX_TEXT) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return shorten(text, limit)
 
 
 # -- short texts ------------------------------------------------------------------------------

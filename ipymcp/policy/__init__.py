@@ -78,7 +78,7 @@ class Policy:
         self.limits = CallLimits(
             config.max_concurrent_calls,
             config.max_queued_executions,
-            queued=lambda: len(runtime.main_thread.queued) if getattr(runtime, "main_thread", None) is not None else 0,
+            queued=lambda: len(runtime.main_thread.queued),
         )
         self._listeners: list[Callable[[], None]] = []
         self._closing: list[Callable[[], None]] = []

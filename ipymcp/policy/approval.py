@@ -212,7 +212,7 @@ def frontend_asker(runtime: Any) -> Callable[[ApprovalRequest, float], Any]:
         link = getattr(runtime, "frontend", None)
         if link is None or getattr(link, "state", None) != "connected":
             return None
-        from ..frontend.comm import FrontendError, FrontendTimeout, NoFrontendError
+        from ..frontend.comm import FrontendTimeout, NoFrontendError, UnknownOpError
 
         args = {
             "tool": request.tool,
@@ -224,14 +224,10 @@ def frontend_asker(runtime: Any) -> Callable[[ApprovalRequest, float], Any]:
         }
         try:
             reply = await link.arequest("approve", args, timeout=timeout)
-        except NoFrontendError:
+        except (NoFrontendError, UnknownOpError):
             return None
         except FrontendTimeout as exc:
             raise TimeoutError(str(exc)) from exc
-        except FrontendError as exc:
-            if "unknown op" in str(exc):
-                return None
-            raise
         return str(reply.get("decision", "deny"))
 
     return ask

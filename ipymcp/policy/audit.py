@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from ..text import scrub, shorten
+
 log = logging.getLogger("ipymcp.audit")
 
 LINE_MAX_BYTES = 8192
@@ -125,17 +127,10 @@ def _bounded(value: Any, limit: int, depth: int = 0) -> Any:
     return _bounded(repr(value), limit, depth + 1)
 
 
-def _scrub(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, "[token]")
-    return text
-
-
 def _fit(value: Any, secrets: list[str], full: int, other: int, key: str = "", depth: int = 0) -> Any:
     """The whole entry with every string scrubbed of ``secrets`` and cut to its field's limit."""
     if isinstance(value, str):
-        value = _scrub(value, secrets)
+        value = scrub(value, secrets)
         if key == "head":  # already the head of a cut value (with its size and hash beside it)
             return value[:full]
         limit = min(NAME_LIMIT, other) if key in NAME_FIELDS else full if key in FULL_ARGUMENTS else other
@@ -146,7 +141,7 @@ def _fit(value: Any, secrets: list[str], full: int, other: int, key: str = "", d
         items = list(value.items())
         out = {}
         for k, v in items[:MAX_ITEMS]:
-            out[_name(_scrub(str(k), secrets))] = _fit(v, secrets, full, other, str(k), depth + 1)
+            out[_name(scrub(str(k), secrets))] = _fit(v, secrets, full, other, str(k), depth + 1)
         if len(items) > MAX_ITEMS:
             out["…"] = f"{len(items) - MAX_ITEMS} more keys"
         return out
@@ -280,7 +275,7 @@ class AuditLog:
         text = ""
         for full, other in _FITTING:
             text = json.dumps(_fit(entry, secrets, full, other), ensure_ascii=False, default=repr)
-            text = _scrub(text, secrets)  # the last guard: nothing may carry the token
+            text = scrub(text, secrets)  # the last guard: nothing may carry the token
             # Lone surrogates (invalid UTF-8 sent by a client) must not break the write.
             text = text.encode("utf-8", "backslashreplace").decode("utf-8") + "\n"
             if len(text.encode("utf-8")) <= LINE_MAX_BYTES:
@@ -322,11 +317,11 @@ def render_table(entries: list[dict[str, Any]]) -> str:
         client = e.get("client") or {}
         who = client.get("name") or "?" if isinstance(client, dict) else str(client)
         args = json.dumps(e.get("arguments", {}), ensure_ascii=False)
-        args = args if len(args) <= 80 else args[:79] + "…"
+        args = shorten(args, 80)
         outcome = str(e.get("outcome", ""))
         if e.get("message"):
             outcome += f": {e['message']}"
-        outcome = outcome if len(outcome) <= 70 else outcome[:69] + "…"
+        outcome = shorten(outcome, 70)
         rows.append(
             "| "
             + " | ".join(
@@ -351,5 +346,5 @@ def _cell(value: Any) -> str:
     # code span, with its backticks swapped for a look-alike, so no HTML or Markdown in it can
     # escape the span when the user renders %mcp log (trusted output renders HTML unsanitised).
     text = str(value).replace("\n", "⏎").replace("|", "\\|").replace("`", "ˋ")
-    text = text if len(text) <= 120 else text[:119] + "…"
+    text = shorten(text, 120)
     return f"`{text}`" if text else ""

@@ -57,8 +57,8 @@ def where_asked(runtime: Runtime) -> str:
     """Where the approval prompt appears now, as the approval step chooses it."""
     if runtime.policy.notebook_asker is not None:
         return "asked in this notebook"
-    link = getattr(runtime, "frontend", None)
-    if link is not None and getattr(link, "state", None) == "connected":
+    link = runtime.frontend
+    if link is not None and link.state == "connected":
         return (
             "asked in a dialog in the notebook (the ipymcp extension is connected; if the notebook is "
             "closed, the agent's MCP client asks instead, if it can show forms)"
@@ -88,6 +88,7 @@ def rotate_token(runtime: Runtime) -> None:
     """New token; everything the old one started ends: its handshake-era sessions, every request
     in progress (``subscriptions/listen`` and SSE streams, calls still running) and the agent's
     background processes and commands. The runtime file and the remembered endpoint get the new one."""
+    from ..restart import endpoint
     from ..server import discovery
     from ..server.security import new_token
 
@@ -95,12 +96,9 @@ def rotate_token(runtime: Runtime) -> None:
     runtime.policy.retire_token(old)  # scrubbed from the audit log from now on
     ended = _switch_token(runtime, new)
     discovery.write_private_json(runtime.runtime_file, runtime.runtime_info())
-    from ..restart import remember
-
-    remember(runtime)  # a restart must not bring the old token back
-    terminal = getattr(runtime, "terminal", None)
-    if terminal is not None:
-        ended["processes"] = terminal.stop_all()
+    endpoint.remember(runtime)  # a restart must not bring the old token back
+    if runtime.processes is not None:
+        ended["processes"] = runtime.processes.stop_all()
     runtime.policy.audit.record({"event": "token rotated", "ended": ended})
 
 
@@ -115,7 +113,7 @@ def _switch_token(runtime: Runtime, new: str) -> dict[str, int]:
     async def switch() -> dict[str, int]:
         runtime.token_holder["token"] = new  # from here on the old token gets 401
         requests = auth.end_requests()
-        await runtime._terminate_sessions()
+        await runtime.terminate_sessions()
         return {"requests": requests}
 
     try:

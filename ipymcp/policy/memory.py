@@ -11,7 +11,7 @@ Three sources can speak when ipymcp starts, and **the stricter wins** (approval 
 * the notebook's metadata, ``metadata.ipymcp.permissions`` / ``metadata.ipymcp.approval``: a
   notebook may come from someone else, so it can only tighten.
 
-Independent of the endpoint memory (``ipymcp/restart.py``): it holds no secret and applies whether
+Independent of the endpoint memory (``ipymcp/restart/endpoint.py``): it holds no secret and applies whether
 the port is fixed, ``remember_endpoint`` is off, or there is no HTTP listener at all.
 """
 
@@ -68,7 +68,7 @@ def memory_files(kernel_id: str | None, notebook_paths: list[str]) -> list[Path]
 
 
 def notebook_paths(runtime: Runtime) -> list[str]:
-    return [p for p in (runtime._quick_notebook_path(), runtime.notebook_path) if p]
+    return [p for p in (runtime.quick_notebook_path(), runtime.notebook_path) if p]
 
 
 def remember(runtime: Runtime, level: str, approval: bool) -> None:
@@ -79,7 +79,7 @@ def remember(runtime: Runtime, level: str, approval: bool) -> None:
         "permissions": level,
         "approval": bool(approval),
         "kernel_id": runtime.kernel_id,
-        "notebook_path": runtime.notebook_path or runtime._quick_notebook_path(),
+        "notebook_path": runtime.notebook_path or runtime.quick_notebook_path(),
         "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     for path in memory_files(runtime.kernel_id, notebook_paths(runtime)):
@@ -91,23 +91,16 @@ def remember(runtime: Runtime, level: str, approval: bool) -> None:
 
 def recall(kernel_id: str | None, paths: list[str]) -> dict[str, Any] | None:
     """The remembered choice, from a file only this user can have written."""
+    from ..server import discovery
+
     for path in memory_files(kernel_id, paths):
         try:
-            if not _private(path):
-                log.warning("ignored %s: not owned by this user, or writable by others", path)
-                continue
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
+            return discovery.read_private_json(path)
+        except FileNotFoundError:
             continue
-        if isinstance(data, dict):
-            return data
+        except (discovery.UntrustedFile, OSError) as exc:
+            log.warning("ignored %s: %s", path, exc)
     return None
-
-
-def _private(path: Path) -> bool:
-    info = path.stat()
-    owner_ok = not hasattr(os, "getuid") or info.st_uid == os.getuid()
-    return owner_ok and not info.st_mode & 0o022
 
 
 # -- deciding at start -------------------------------------------------------------------------
@@ -150,7 +143,7 @@ def tighten_from_notebook(start: Start, notebook: Path | None) -> Start:
 
 def notebook_file(runtime: Runtime) -> Path | None:
     """The kernel's notebook on disk, from what the frontend told the kernel (no network)."""
-    quick = runtime._quick_notebook_path()
+    quick = runtime.quick_notebook_path()
     if not quick:
         return None
     candidates = [Path(quick), Path.cwd() / quick, Path.cwd() / Path(quick).name]

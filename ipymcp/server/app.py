@@ -141,11 +141,11 @@ def _notify_tools_changed(runtime: Runtime, pipeline: Pipeline, mcp: MCPServer) 
             log.debug("tools/list_changed failed", exc_info=True)
 
 
-def build_app(runtime: Runtime) -> Any:
+def build_app(runtime: Runtime) -> tuple[MCPServer, Toolbox, BearerAuth]:
     """The ASGI app served on the kernel's server thread: Host, Origin and token checks first
-    (``BearerAuth``), then the session cap, then the SDK's Streamable HTTP app."""
+    (``BearerAuth``, returned: it is the app), then the session cap, then the SDK's Streamable
+    HTTP app. Also returns the ``MCPServer`` and the ``Toolbox`` it was built with."""
     mcp, toolbox = build_mcp(runtime)
-    runtime.mcp, runtime.toolbox = mcp, toolbox
     config = runtime.config
     app = mcp.streamable_http_app(
         streamable_http_path="/mcp",
@@ -159,5 +159,4 @@ def build_app(runtime: Runtime) -> Any:
     endpoint = next(r.endpoint for r in app.routes if isinstance(r, Route) and r.path == "/mcp")
     app.router.routes.append(Route("/mcp/v1", endpoint=endpoint))
     capped = SessionCap(app, config.max_sessions, config.session_idle_timeout)
-    runtime.http_auth = BearerAuth(capped, runtime.token_holder, config.allowed_hosts, config.allowed_origins)
-    return runtime.http_auth
+    return mcp, toolbox, BearerAuth(capped, runtime.token_holder, config.allowed_hosts, config.allowed_origins)

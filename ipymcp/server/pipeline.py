@@ -45,6 +45,7 @@ from ..policy.approval import ApprovalGate, ApprovalOutcome, ApprovalRule, Decis
 from ..policy.audit import audit_arguments
 from ..policy.limits import LimitReached
 from ..policy.permissions import LEVELS, refusal
+from ..text import compact
 from .sdk_compat import ToolListNotifier
 
 if TYPE_CHECKING:
@@ -59,6 +60,8 @@ SERVED = ("tools/call", *REQUEST_LEVELS)
 APPROVAL_PARAM = "ipymcp_approval"
 # A 2026-07-28 call whose client never comes back with the user's answer is logged after this.
 ABANDONED_AFTER = 60.0
+# An error's message as the audit line keeps it.
+AUDIT_MESSAGE_CHARS = 300
 
 LevelRule = str | Callable[[dict[str, Any]], str]
 
@@ -206,7 +209,7 @@ class Pipeline:
                 else:
                     result = await self._run_handler(ctx, call, call_next)
         except BaseException as exc:
-            call.record.update(outcome="error", message=_short(f"{type(exc).__name__}: {exc}"))
+            call.record.update(outcome="error", message=compact(f"{type(exc).__name__}: {exc}", AUDIT_MESSAGE_CHARS))
             self._audit(call)
             raise
         if _input_required(result):
@@ -387,10 +390,10 @@ def _input_required(result: Any) -> bool:
 def _record_outcome(record: dict[str, Any], result: Any) -> None:
     if getattr(result, "is_error", None) is True:
         text = "".join(getattr(b, "text", "") for b in getattr(result, "content", []) or [])
-        record.update(outcome="error", message=_short(text))
+        record.update(outcome="error", message=compact(text, AUDIT_MESSAGE_CHARS))
     elif isinstance(result, dict) and result.get("isError"):
         text = "".join(b.get("text", "") for b in result.get("content") or [] if isinstance(b, dict))
-        record.update(outcome="error", message=_short(text or str(result.get("content"))))
+        record.update(outcome="error", message=compact(text or str(result.get("content")), AUDIT_MESSAGE_CHARS))
     else:
         record["outcome"] = "ok"
 
@@ -413,6 +416,3 @@ def _client(ctx: Any) -> dict[str, Any]:
     return client
 
 
-def _short(text: str, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -62,3 +62,15 @@ class ToolListNotifier:
                     await connection.send_tool_list_changed()
             except Exception:  # noqa: BLE001 - a closed session
                 self.connections.discard(connection)
+
+
+async def terminate_sessions(mcp: MCPServer) -> None:
+    """End every handshake-era session: their standalone GET streams would hold uvicorn's graceful
+    stop, and a rotated token must not keep them. The session manager's transports are reachable
+    only through ``_lowlevel_server._session_manager._server_instances``."""
+    manager = getattr(getattr(mcp, "_lowlevel_server", None), "_session_manager", None)
+    for transport in list(getattr(manager, "_server_instances", {}).values()):
+        try:
+            await transport.terminate()
+        except Exception:  # noqa: BLE001 - a session that ended meanwhile
+            pass

@@ -15,7 +15,7 @@ from pydantic import Field
 from ..frontend.fallback import record as record_activity
 from ..kernel import namespace
 from ..kernel.execute import ExecutionResult, run_agent_code
-from ..kernel.inspection import InspectionTimeout, pool_for
+from ..kernel.inspection import InspectionTimeout
 from ..kernel.mainthread import AgentJob, wait_for_job
 from ..kernel.status import kernel_features, main_thread_user_frames, process_info, versions
 from ..outputs import Budget, shape_outputs
@@ -85,7 +85,7 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
         if runtime.history is not None:
             # Agent runs never reach session.send (their outputs are captured): record them here.
             meta["history_id"] = runtime.history.record_agent(code, outcome, mode)
-        record_activity(runtime, "execute", code, _activity_result(content, outcome.status), outcome.status == "ok")
+        record_activity(runtime.activity, "execute", code, _activity_result(content, outcome.status), outcome.status == "ok")
         return CallToolResult(content=content, is_error=outcome.status != "ok", meta=meta)
 
     @toolbox.tool(level="read", read_only=True, title="List the notebook's variables")
@@ -221,7 +221,7 @@ async def inspect_path(runtime: Runtime, path: str) -> dict[str, Any]:
 
 async def _inspect(runtime: Runtime, work: Any, description: str, what: str) -> Any:
     try:
-        return await pool_for(runtime).run(work, description, runtime.config.inspection_timeout, what)
+        return await runtime.inspection.run(work, description, runtime.config.inspection_timeout, what)
     except (namespace.VariableError, InspectionTimeout) as exc:
         raise ToolError(str(exc)) from None
 

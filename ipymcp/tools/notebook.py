@@ -17,9 +17,10 @@ from mcp.types import CallToolResult, TextContent
 from pydantic import Field
 
 from ..frontend import fallback
-from ..frontend.comm import FrontendError, NoFrontendError, StaleCellError
+from ..frontend.comm import FrontendError, FrontendTimeout, NoFrontendError, StaleCellError
 from ..outputs import Budget, ImageTally, shape_outputs
 from ..policy.approval_detail import Diff
+from ..text import one_line
 
 if TYPE_CHECKING:
     from .._runtime import Runtime
@@ -170,7 +171,7 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
         except FrontendError as err:
             raise ToolError(str(err)) from None
         remember(cell)
-        fallback.record(runtime, "insert_cell", source, f"cell {cell['index']} ({cell_type})")
+        fallback.record(runtime.activity, "insert_cell", source, f"cell {cell['index']} ({cell_type})")
         head = (
             f"inserted {cell_type} cell {cell['id']} at index {cell['index']} (revision {cell['revision']})"
         )
@@ -215,7 +216,7 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
             },
         )
         remember(cell)
-        fallback.record(runtime, "edit_cell", source, f"cell {cell['index']}")
+        fallback.record(runtime.activity, "edit_cell", source, f"cell {cell['index']}")
         return f"cell {cell_id} (index {cell['index']}) now has the new source; revision {cell['revision']}"
 
     @toolbox.tool(level="edit", read_only=False, destructive=True, title="Delete a cell")
@@ -231,7 +232,7 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
         """
         cell = call("delete_cell", {"cell_id": cell_id, "revision": expected_revision(cell_id, revision)})
         seen.pop(cell_id, None)
-        fallback.record(runtime, "delete_cell", cell.get("source", ""), f"was cell {cell['index']}")
+        fallback.record(runtime.activity, "delete_cell", cell.get("source", ""), f"was cell {cell['index']}")
         return f"deleted {cell['cell_type']} cell {cell_id} (was at index {cell['index']})"
 
     @toolbox.tool(level="edit", read_only=False, title="Move a cell")
@@ -241,7 +242,7 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
     ) -> str:
         """Move a cell to another position in the user's open notebook. Returns its new index."""
         cell = call("move_cell", {"cell_id": cell_id, "to_index": to_index})
-        fallback.record(runtime, "move_cell", cell.get("source", ""), f"to index {cell['index']}")
+        fallback.record(runtime.activity, "move_cell", cell.get("source", ""), f"to index {cell['index']}")
         return f"cell {cell_id} is now at index {cell['index']}"
 
     @toolbox.tool(level="execute", read_only=False, destructive=True, title="Run a notebook cell")
@@ -279,12 +280,12 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
             cell = await link().arequest("execute_cell", {"cell_id": cell_id}, timeout, tick)
         except StaleCellError as err:
             raise ToolError(f"{STALE_HINT} ({err})") from None
+        except FrontendTimeout:
+            raise ToolError(
+                f"cell {cell_id} did not finish within {timeout:g} s; it may still be queued or running in "
+                "the notebook. Check later with read_notebook, or kernel_status."
+            ) from None
         except FrontendError as err:
-            if "did not answer" in str(err):
-                raise ToolError(
-                    f"cell {cell_id} did not finish within {timeout:g} s; it may still be queued or running in "
-                    "the notebook. Check later with read_notebook, or kernel_status."
-                ) from None
             raise ToolError(f"cannot execute cell {cell_id}: {err}") from None
         remember(cell)
         content = shape_outputs(cell.get("outputs") or [], budget())
@@ -294,12 +295,11 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
         blocks = [TextContent(type="text", text=lead + (":" if content else "; no output"))] + content
         ok = bool(cell.get("ok", True))
         summary = (
-            fallback._one_line(" ".join(getattr(b, "text", "") for b in content), 120)
+            one_line(" ".join(getattr(b, "text", "") for b in content), 120)
             if content
             else "no output"
         )
-        fallback.record(
-            runtime, "execute_cell", cell.get("source", ""), summary if ok else "error: " + summary, ok
+        fallback.record(runtime.activity, "execute_cell", cell.get("source", ""), summary if ok else "error: " + summary, ok
         )
         meta = {"cell_id": cell_id, "execution_count": count, "status": "ok" if ok else "error"}
         meta["duration_s"] = round(time.monotonic() - started, 3)
@@ -311,11 +311,11 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
         # The activity line goes out before the save request (same thread, same IOPub order):
         # the saved file has it, and no update after the save makes the notebook dirty again.
         target = runtime.notebook_path or "the open notebook"
-        fallback.record(runtime, "save_notebook", target, flush=True)
+        fallback.record(runtime.activity, "save_notebook", target, flush=True)
         try:
             saved = call("save", {}, 30.0)
         except ToolError as err:
-            fallback.record(runtime, "save_notebook", target, f"failed: {err}", ok=False)
+            fallback.record(runtime.activity, "save_notebook", target, f"failed: {err}", ok=False)
             raise
         if saved.get("dirty"):
             return f"saved {saved.get('path')}, but it changed again during the save (it has unsaved changes now)"
@@ -348,8 +348,8 @@ def _propose_instead(runtime: Runtime, source: str, cell_type: str, why: str) ->
     frontend = runtime.frontend.capabilities()["frontend"] if runtime.frontend else "jupyter"
     if cell_type != "code" or frontend == "colab":
         raise ToolError(f"cannot insert a cell: {why}")
-    fallback.propose_cell(runtime, source)
-    fallback.record(runtime, "insert_cell (proposal)", source, "appears below the next cell the user runs")
+    fallback.propose_cell(runtime.shell, source)
+    fallback.record(runtime.activity, "insert_cell (proposal)", source, "appears below the next cell the user runs")
     text = (
         f"NOT inserted: {why}. Instead the code was offered to the user as a PROPOSAL "
         "(set_next_input): it appears, labelled as a proposal and not run, below the next cell the "

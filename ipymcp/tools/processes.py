@@ -12,7 +12,8 @@ from mcp.server.mcpserver import Context
 from mcp.types import CallToolResult, TextContent
 from pydantic import Field
 
-from ..processes import Processes, clean_terminal_text, signal_name
+from ..processes import signal_name
+from ..text import clean_terminal_text
 from ..workspace import WorkspaceError
 from .files import workspace_for
 
@@ -26,9 +27,8 @@ PROGRESS_EVERY = 1.0
 def register(toolbox: Toolbox, runtime: Runtime) -> None:
     config = runtime.config
     load_cwd = os.getcwd()
-    terminal = Processes(config.process_buffer_bytes, config.process_stop_grace, config.max_processes)
-    runtime.cleanups.append(terminal.close)
-    runtime.terminal = terminal
+    terminal = runtime.processes
+    assert terminal is not None, "Runtime makes the process table before the tools"
 
     def working_directory(cwd: str | None) -> str:
         # The terminal is a shell with the user's rights, not confined: excluding a cwd guards nothing.

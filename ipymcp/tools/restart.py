@@ -11,9 +11,9 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent
 from pydantic import Field
 
-from .. import restart as service
 from ..frontend.comm import FrontendError, NoFrontendError
 from ..frontend.fallback import record as record_activity
+from ..restart import endpoint, rest
 from .kernel import _await_job
 
 if TYPE_CHECKING:
@@ -43,8 +43,7 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
         kernel_status). Fails with the reason where restarting is impossible (VS Code, Colab).
         """
         via = await _restart(runtime)
-        record_activity(
-            runtime, "restart_kernel", f"restart requested ({via})", "restarting; ipymcp comes back by itself"
+        record_activity(runtime.activity, "restart_kernel", f"restart requested ({via})", "restarting; ipymcp comes back by itself"
         )
         text = (
             f"Restarting the kernel (through {via}): the user's variables, imports and running code are gone. "
@@ -86,8 +85,7 @@ def register(toolbox: Toolbox, runtime: Runtime) -> None:
 
         job = main_thread.submit(work, description="reset_namespace()")
         outcome = await _await_job(job, timeout, ctx, runtime)
-        record_activity(
-            runtime, "reset_namespace", "cleared the user's variables", f"{outcome['removed']} removed"
+        record_activity(runtime.activity, "reset_namespace", "cleared the user's variables", f"{outcome['removed']} removed"
         )
         return outcome
 
@@ -98,9 +96,9 @@ async def _restart(runtime: Runtime) -> str:
     if frontend is not None and await anyio.to_thread.run_sync(frontend.wait_detected) == "connected":
         try:
             view = await anyio.to_thread.run_sync(frontend.choose_view)
-            service.mark_view_restart(runtime, view.app)
+            endpoint.mark_restart(runtime, "agent", view.app or "the notebook view")
             result = await frontend.arequest(
-                "restart", {"delay_ms": service.VIEW_RESTART_DELAY_MS}, timeout=runtime.config.restart_timeout
+                "restart", {"delay_ms": rest.VIEW_RESTART_DELAY_MS}, timeout=runtime.config.restart_timeout
             )
             return f"{view.app or 'the notebook view'} ({result.get('path') or view.path})"
         except NoFrontendError:
@@ -108,8 +106,8 @@ async def _restart(runtime: Runtime) -> str:
         except FrontendError as exc:
             raise ToolError(f"the notebook view did not restart the kernel: {exc}") from exc
     try:
-        url = await anyio.to_thread.run_sync(service.restart_through_rest, runtime)
-    except service.RestartError as exc:
+        url = await anyio.to_thread.run_sync(rest.restart_through_rest, runtime)
+    except rest.RestartError as exc:
         raise ToolError(str(exc)) from exc
     return f"the Jupyter Server API at {url}"
 

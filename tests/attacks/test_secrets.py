@@ -308,7 +308,7 @@ def test_stopping_sharing_forgets_the_remembered_endpoint() -> None:
 )
 def test_mcp_config_says_what_a_restart_changes_as_configured(settings: dict[str, Any], expected: list[str]) -> None:
     from ipymcp.config import IPyMCP
-    from ipymcp.restart import endpoint_sentence
+    from ipymcp.restart.endpoint import endpoint_sentence
 
     sentence = endpoint_sentence(IPyMCP(**settings))
     assert all(part in sentence for part in expected), sentence
