@@ -7,6 +7,8 @@ import os
 from traitlets import Bool, Enum, Float, Integer, List, Unicode, default
 from traitlets.config import Configurable
 
+from .policy.permissions import LEVELS
+
 
 class IPyMCP(Configurable):
     """Settings of the MCP server that ``%load_ext ipymcp`` starts inside the kernel."""
@@ -125,7 +127,7 @@ class IPyMCP(Configurable):
 
     # -- the user stays in control (ipymcp/policy) --------------------------------------------
     permissions = Enum(
-        ["read", "edit", "execute", "full"],
+        list(LEVELS),
         default_value="execute",
         help="What agents may do: read (inspect), edit (+ write files and cells), execute (+ run code), "
         "full (+ terminal). Tools above the level are hidden and refused. Env: IPYMCP_PERMISSIONS. "

@@ -14,6 +14,7 @@ from IPython.display import Markdown, display
 
 from . import _state
 from .clients import CLIENTS, http_snippet, stdio_snippet
+from .policy.permissions import LEVELS
 
 log = logging.getLogger("ipymcp")
 
@@ -31,7 +32,7 @@ class MCPMagics(Magics):
     @argument(
         "client",
         nargs="?",
-        help=f"for config: one of {', '.join(CLIENTS)}; for permissions: read|edit|execute|full; "
+        help=f"for config: one of {', '.join(CLIENTS)}; for permissions: {'|'.join(LEVELS)}; "
         "for approve: on|off; for log: how many entries (default 20); for share: on|off",
     )
     @argument("--rotate", action="store_true", help="with token: issue a new token")

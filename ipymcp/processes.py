@@ -23,12 +23,18 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import anyio
+import anyio.to_thread
 
 from .text import HeadTail, clean_terminal_text, cut_marker
 
 _READ_CHUNK = 65536
+# run_command reports progress (its latest line) about this often.
+PROGRESS_EVERY = 1.0
 
 
 class ProcessError(Exception):
@@ -133,10 +139,16 @@ class CommandRun:
     reader: threading.Thread
     started: float = field(default_factory=time.monotonic)
     timed_out: bool = False
+    duration: float = 0.0
 
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    @property
+    def exit_code(self) -> int | None:
+        """The shell's exit status; negative: killed by that signal."""
+        return self.process.returncode
 
 
 class BackgroundProcess:
@@ -342,6 +354,37 @@ class Processes:
         atexit.register(self.close)
 
     # -- run_command -------------------------------------------------------------------------
+    async def run_command(
+        self,
+        command: str,
+        cwd: str,
+        timeout: float,
+        budget: int,
+        on_tick: Callable[[float, str], Awaitable[None]] | None = None,
+    ) -> CommandRun:
+        """Run ``command`` through the user's shell, waiting on the event loop (never a thread) up
+        to ``timeout`` s; ``on_tick(elapsed, latest_line)`` about once a second. On timeout, and
+        when the caller is cancelled, the command and everything it started are killed: it never
+        outlives the call. ``budget``: characters of output kept (head and tail)."""
+        run = self.start_command(command, cwd, budget)
+        next_report, pause = run.started + PROGRESS_EVERY, 0.01
+        try:
+            while run.process.poll() is None:
+                now = time.monotonic()
+                if now - run.started >= timeout:
+                    run.timed_out = True
+                    break
+                if on_tick is not None and now >= next_report:
+                    next_report = now + PROGRESS_EVERY
+                    await on_tick(now - run.started, run.output.latest_line())
+                await anyio.sleep(pause)
+                pause = min(0.25, pause * 1.5)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self.end_command, run, run.process.poll() is None)
+        run.duration = time.monotonic() - run.started
+        return run
+
     def start_command(self, command: str, cwd: str, budget: int) -> CommandRun:
         self._check_open()
         process = subprocess.Popen(

@@ -34,7 +34,7 @@ import unicodedata
 from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ._dirfd import (
@@ -105,12 +105,13 @@ class Limits:
 
 @dataclass
 class FileView:
-    """What read_file found: text (numbered lines or a description), or an image to return."""
+    """What read_file found: text (numbered lines or a description), or an image to return, and
+    the facts about it (read_file's structured result: path, kind, size, the lines shown)."""
 
     text: str
+    facts: dict[str, Any]
     image_b64: str | None = None
     image_mime: str | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 def workspace_root(root_dir: str, notebook_path: str | None, fallback: str) -> str:
@@ -575,7 +576,8 @@ class Workspace:
                 kind, hint = binary
                 return FileView(
                     f"{shown}: binary file, {size:,} bytes: {kind}. Not shown as text; inspect it with "
-                    f"execute ({hint})."
+                    f"execute ({hint}).",
+                    {"path": shown, "kind": "binary", "size_bytes": size},
                 )
             if shown.endswith(".ipynb") and not raw:
                 if size > self.limits.read_max_bytes:
@@ -585,7 +587,9 @@ class Workspace:
                     )
                 handle.seek(0)
                 lines = render_notebook(handle.read(), shown).splitlines(keepends=True)
-                return self._page(iter(lines), shown, offset, limit, size=None, total=len(lines))
+                page = self._page(iter(lines), shown, offset, limit, size=None, total=len(lines))
+                page.facts.update(kind="notebook", size_bytes=size)
+                return page
             large = size > self.limits.read_max_bytes
             if large and not self.limits.read_page_large_files:
                 raise WorkspaceError(
@@ -596,7 +600,9 @@ class Workspace:
             handle.seek(0)
             total = None if large else _count_lines(handle)
             handle.seek(0)
-            return self._page(_raw_lines(handle), shown, offset, limit, size=size, total=total)
+            page = self._page(_raw_lines(handle), shown, offset, limit, size=size, total=total)
+            page.facts["size_bytes"] = size
+            return page
 
     def _image(self, handle: Any, head: bytes, size: int, mime: str, shown: str) -> FileView:
         if size > self.limits.read_max_bytes:
@@ -607,6 +613,7 @@ class Workspace:
         data = head + handle.read()
         return FileView(
             f"{shown}: {mime} image, {size:,} bytes",
+            {"path": shown, "kind": "image", "size_bytes": size},
             image_b64=base64.b64encode(data).decode(),
             image_mime=mime,
         )
@@ -642,7 +649,7 @@ class Workspace:
         if not out:
             count = total if total is not None else seen
             if count == 0:
-                return FileView(f"{shown}: empty file")
+                return FileView(f"{shown}: empty file", {"path": shown, "kind": "empty", "size_bytes": 0})
             raise WorkspaceError(f"offset {offset} is past the end of {shown} ({count:,} lines)")
         first, last = offset + 1, offset + len(out)
         of = f" of {total:,}" if total is not None else f" of a {size:,}-byte file (too large to count lines)"
@@ -651,7 +658,16 @@ class Workspace:
             footer += f"; read_file({shown!r}, offset={next_offset}) for more]"
         else:
             footer += "; end of file]"
-        return FileView("\n".join(out) + "\n" + footer)
+        facts = {
+            "path": shown,
+            "kind": "text",
+            "size_bytes": size,
+            "first_line": first,
+            "last_line": last,
+            "total_lines": total,
+            "next_offset": next_offset,
+        }
+        return FileView("\n".join(out) + "\n" + footer, facts)
 
     # -- writing -----------------------------------------------------------------------------
     def write_file(self, path: str, content: str, overwrite: bool = False) -> str:

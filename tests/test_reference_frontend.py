@@ -35,7 +35,7 @@ from nbclient import NotebookClient
 from test_progress_text import _shown, jupyterlab_remove_overwritten_chars
 
 from ipymcp.outputs import IMAGE_TYPES, as_text, flat_outputs, output_text
-from ipymcp.tools.history import _cell_text_and_images
+from ipymcp.pages import cell_text_and_images
 
 pytestmark = pytest.mark.compat
 
@@ -176,7 +176,7 @@ async def _check_final_views(mcp: Any, cell: Any, expected: list[dict[str, Any]]
 
     page = await mcp.call_tool("get_output", {"execution_count": count})
     assert not page.is_error, text_of(page)
-    text, images = _cell_text_and_images(flat_outputs(expected))
+    text, images = cell_text_and_images(flat_outputs(expected))
     shown = _WRITE_NOTE.sub("", page.content[1].text) if text else ""
     assert shown == text, cell.source
     assert _images(page.content) == [_decode(value) for _, value in images], cell.source

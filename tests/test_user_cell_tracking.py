@@ -59,6 +59,22 @@ async def test_cell_numbers_are_the_ones_the_user_sees(kernel) -> None:
         assert cells_named == {str(count)}, error["traceback"]
 
 
+async def test_kernel_status_execution_count_is_the_next_cells_number_on_every_ipython(kernel) -> None:
+    """IPython 9 counts a cell as it starts, 7 and 8 as it ends: kernel_status says the same anyway."""
+    async with kernel.client() as c:
+        idle = (await c.call_tool("kernel_status", {})).structured_content
+        msg_id = kernel.send(SLEEPS)
+        count = _iopub_until(kernel, msg_id, "execute_input")["content"]["execution_count"]
+        busy = await user_cell_running(c, "import time")
+        await c.call_tool("interrupt", {"target": "user"})
+        kernel.wait_idle(msg_id)
+        after = (await c.call_tool("kernel_status", {})).structured_content
+    assert idle["execution_count"] == count  # the number the next cell got
+    assert busy["user_cell"]["execution_count"] == count
+    assert busy["execution_count"] == count + 1, (busy["versions"], busy["execution_count"], count)
+    assert after["execution_count"] == count + 1
+
+
 async def test_frontend_traffic_while_the_cell_runs_does_not_end_it(kernel) -> None:
     """A comm message, a silent execute and (ipykernel 7) executes on a subshell, during an async
     cell: ipykernel 7 handles main-shell comms while an async cell awaits, subshells at any time."""

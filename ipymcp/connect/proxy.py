@@ -28,9 +28,12 @@ from mcp.server.subscriptions import (
 )
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import TypeAdapter
 
 from .._version import __version__
 from ..server import discovery
+from ..text import report_progress
+from ..tools.results import NotebookList, NotebookSelected
 from .selection import (
     WAIT_ADVICE,
     Binding,
@@ -91,6 +94,7 @@ PROXY_TOOLS = [
             "Use select_notebook to switch. A notebook missing here needs `%load_ext ipymcp` run in it."
         ),
         input_schema={"type": "object", "properties": {}},
+        output_schema=TypeAdapter(NotebookList).json_schema(),
         annotations=types.ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
     ),
     types.Tool(
@@ -102,6 +106,7 @@ PROXY_TOOLS = [
             "the notebook now selected; on error, call list_notebooks to see the choices."
         ),
         input_schema=NOTEBOOK_SCHEMA,
+        output_schema=TypeAdapter(NotebookSelected).json_schema(),
         annotations=types.ToolAnnotations(
             read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False
         ),
@@ -415,7 +420,7 @@ class Proxy:
             result = await self.forward(
                 ctx, lambda c: c.call_tool(params.name, arguments, progress_callback=progress)
             )
-            if params.name == "restart_kernel" and not result.is_error and (result.meta or {}).get("restarting"):
+            if params.name == "restart_kernel" and not result.is_error and _restart_started(result) is not None:
                 return await self._wait_for_restart(result, progress)
             return result
         except ConnectError as exc:
@@ -429,7 +434,7 @@ class Proxy:
     ) -> types.CallToolResult:
         """restart_kernel answers as the restart starts: answer the agent once ipymcp is back in the
         new kernel (same kernel id, new pid), so the restart costs it no error at all."""
-        meta = result.meta or {}
+        meta = _restart_started(result) or {}
         old = self.upstream
         if old is not None:
             old.loss_reported = True  # the agent asked for it: not a loss to report
@@ -456,10 +461,7 @@ class Proxy:
                     self._lost_notice = None
                     await self._announce(ToolsListChanged(), PromptsListChanged(), ResourcesListChanged())
                     return self._restarted(upstream, elapsed)
-                try:
-                    await progress(round(elapsed, 1), None, "waiting for the kernel to restart and ipymcp to load")
-                except Exception:  # noqa: BLE001 - a client without a progress token
-                    pass
+                await report_progress(progress, elapsed, "waiting for the kernel to restart and ipymcp to load")
         return types.CallToolResult(
             content=[
                 types.TextContent(
@@ -479,8 +481,13 @@ class Proxy:
             f"The kernel of {describe_kernel(info)} restarted and ipymcp is back (after {elapsed:.1f} s, at "
             f"{info.get('url')}). Every variable and import of the old kernel is gone: load what you need again."
         )
-        meta = {"restarted": True, "kernel_id": info.get("kernel_id"), "pid": info.get("pid"), "url": info.get("url")}
-        return types.CallToolResult(content=[types.TextContent(type="text", text=text)], meta=meta)
+        facts = {"kernel_id": info.get("kernel_id"), "pid": info.get("pid"), "url": info.get("url")}
+        return types.CallToolResult(
+            content=[types.TextContent(type="text", text=text)],
+            # restart_kernel's output schema (ipymcp/tools/results.py Restart), in its "back" state.
+            structured_content={"state": "back", **facts},
+            meta={"restarted": True, **facts},
+        )
 
     async def _list_resources(self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None):
         cursor = params.cursor if params else None
@@ -548,6 +555,16 @@ class Proxy:
             )
             await server.run(read_stream, write_stream, options)
             tg.cancel_scope.cancel()
+
+
+def _restart_started(result: types.CallToolResult) -> dict[str, Any] | None:
+    """restart_kernel's facts (kernel id, old pid) if its answer says the restart started: its
+    structured result, or the ``_meta`` of kernels from before structured results."""
+    facts = result.structured_content or {}
+    if facts.get("state") == "restarting":
+        return facts
+    meta = result.meta or {}
+    return meta if meta.get("restarting") else None
 
 
 def _structured(data: dict[str, Any]) -> types.CallToolResult:

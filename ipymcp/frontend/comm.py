@@ -117,6 +117,34 @@ class Pending:
     sent_at: float = field(default_factory=time.monotonic)
 
 
+class SeenCells:
+    """Each cell as the agent last saw it (read_notebook, get_active_cell, its own insert or
+    edit): writes must quote that revision (stale-write guard), and edit_cell's approval prompt
+    shows the change against that source."""
+
+    def __init__(self) -> None:
+        self._revisions: dict[str, str] = {}
+        self._sources: dict[str, tuple[str, str]] = {}
+
+    def remember(self, cell: dict[str, Any]) -> None:
+        cell_id, revision = cell.get("id"), cell.get("revision")
+        if isinstance(cell_id, str) and revision:
+            self._revisions[cell_id] = revision
+            if isinstance(cell.get("source"), str):
+                self._sources[cell_id] = (revision, cell["source"])
+
+    def forget(self, cell_id: str) -> None:
+        self._revisions.pop(cell_id, None)
+
+    def revision(self, cell_id: str) -> str | None:
+        return self._revisions.get(cell_id)
+
+    def source(self, cell_id: str, revision: str | None) -> str | None:
+        """The source last seen, if it is the one ``revision`` names (None: the last one)."""
+        last = self._sources.get(cell_id)
+        return last[1] if last is not None and revision in (None, last[0]) else None
+
+
 class FrontendLink:
     """``runtime.frontend``: the views connected to this kernel and requests to them."""
 
@@ -125,6 +153,7 @@ class FrontendLink:
         self.kernel = runtime.kernel
         # The notice's "Stop sharing" button (a view event): stops ipymcp in this kernel.
         self._on_stop_sharing = on_stop_sharing
+        self.seen = SeenCells()
         self._views: dict[str, View] = {}
         self._pending: dict[int, Pending] = {}
         self._lock = threading.Lock()

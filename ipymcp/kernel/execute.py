@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .capture import Capture
 from .mainthread import AgentJob
@@ -26,7 +26,7 @@ _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
 @dataclass
 class ExecutionResult:
     outputs: list[dict[str, Any]] = field(default_factory=list)
-    status: str = "ok"  # ok | error | interrupted
+    status: Literal["ok", "error", "interrupted"] = "ok"
     execution_count: int | None = None
     duration: float = 0.0
     # What ipymcp undid after the code ran (a replaced sys.stdout…), in sentences for the agent.

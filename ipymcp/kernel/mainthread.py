@@ -25,6 +25,17 @@ from typing import Any
 
 _job_ids = itertools.count(1)
 
+# After its time ran out, a running job gets this long to stop after each interrupt.
+INTERRUPT_GRACE = 3.0
+
+
+class JobNotRun(Exception):
+    """The job was still queued when its time ran out: it was cancelled and never runs."""
+
+
+class JobDidNotStop(Exception):
+    """The job ran out of time and went on running through both interrupts."""
+
 
 @dataclass
 class AgentJob:
@@ -45,6 +56,10 @@ class AgentJob:
     @property
     def running(self) -> bool:
         return self.started is not None and self.finished is None
+
+    def ran_out_of(self, timeout: float) -> bool:
+        """Whether it ended because its time ran out (not by an interrupt from elsewhere)."""
+        return self.finished is not None and self.started is not None and self.finished - self.submitted >= timeout
 
 
 class MainThreadExecutor:
@@ -156,6 +171,48 @@ class MainThreadExecutor:
 
         return handler
 
+    # -- waiting -------------------------------------------------------------------------------
+    async def wait(
+        self,
+        job: AgentJob,
+        timeout: float,
+        on_tick: Callable[[AgentJob, float], Awaitable[None]] | None = None,
+        waiting_for: Callable[[], str] = lambda: "the kernel's main thread is busy",
+    ) -> Any:
+        """The result of ``job``, from another event loop, waiting up to ``timeout`` s in all
+        (``on_tick(job, elapsed)`` about once a second: progress notifications).
+
+        When the time runs out, a job still queued is cancelled and ``JobNotRun`` raised (it never
+        runs; ``waiting_for()`` says what it waited for); a running one is interrupted with
+        KeyboardInterrupt, then with an asynchronous KeyboardInterrupt, ``INTERRUPT_GRACE`` s each,
+        and what it returned is returned (``JobDidNotStop`` if it runs on). If the waiting caller
+        is cancelled (the client cancelled the call), the job is cancelled or interrupted too: the
+        agent's code never outlives its call.
+        """
+        try:
+            if not await _finished_within(job, timeout, on_tick):
+                if self.cancel(job):
+                    raise JobNotRun(
+                        f"kernel busy: {waiting_for()}; your code did not run. Retry later, use "
+                        "list_variables / inspect_variable (they answer now), or call interrupt(target='user') "
+                        "if the user asked you to stop their cell."
+                    )
+                job.interrupted = True
+                self.interrupt(job)
+                if not await _finished_within(job, INTERRUPT_GRACE):
+                    self.force_interrupt(job)
+                    if not await _finished_within(job, INTERRUPT_GRACE):
+                        raise JobDidNotStop(
+                            f"timed out after {timeout:g} s and the code did not stop on KeyboardInterrupt "
+                            "(a blocking call?); it is still running on the kernel's main thread."
+                        )
+        except asyncio.CancelledError:
+            if not self.cancel(job):
+                job.interrupted = True
+                self.interrupt(job)
+            raise
+        return job.future.result()
+
     # -- interrupting --------------------------------------------------------------------------
     def interrupt(self, job: AgentJob | None = None) -> bool:
         """Interrupt ``job`` (default: the running one) if, and only if, it is running now.
@@ -242,7 +299,7 @@ def _clear_async_exception(ident: int | None) -> None:
         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
 
 
-async def wait_for_job(
+async def _finished_within(
     job: AgentJob,
     timeout: float,
     on_tick: Callable[[AgentJob, float], Awaitable[None]] | None = None,

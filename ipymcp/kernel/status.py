@@ -49,7 +49,6 @@ class CellTracker:
         self.shell = shell
         self.main_thread = main_thread
         self.running: RunningCell | None = None
-        self.last_finished: float | None = None
         self._handlers: dict[str, Any] | None = None
         self._original: Any = None
         self._wrapper: Any = None
@@ -106,10 +105,19 @@ class CellTracker:
     def _end(self, cell: RunningCell) -> None:
         if self.running is cell:
             self.running = cell.outer
-            self.last_finished = time.monotonic()
 
     def user_cell_busy(self) -> bool:
         return self.running is not None
+
+    def next_execution_count(self) -> int:
+        """The number the user's next cell gets (``In [n]``), the same on every IPython: while
+        cell [n] runs, IPython 9 has already counted it (``execution_count`` is n + 1) and
+        IPython 7 and 8 have not (n)."""
+        count = int(self.shell.execution_count)
+        cell = self.running
+        if cell is not None and cell.execution_count is not None:
+            return max(count, cell.execution_count + 1)
+        return count
 
     def describe_wait(self) -> str:
         """What an agent job is waiting for, in a sentence."""

@@ -21,13 +21,13 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..server import discovery
 
 if TYPE_CHECKING:
-    from .._runtime import Runtime
     from ..config import IPyMCP
+    from ..server.thread import BackgroundServer
 
 log = logging.getLogger("ipymcp.restart")
 
@@ -35,6 +35,19 @@ log = logging.getLogger("ipymcp.restart")
 MARKER_MAX_AGE = 300.0
 # Remembered endpoints of kernels (not notebooks) are dropped after this long.
 KERNEL_MEMORY_DAYS = 7
+
+
+class Endpoint(Protocol):
+    """A running ipymcp as the endpoint memory sees it (``Runtime`` is one)."""
+
+    server: BackgroundServer | None
+    kernel_id: str
+    notebook_path: str | None
+
+    @property
+    def token(self) -> str: ...
+
+    def quick_notebook_path(self) -> str | None: ...
 
 
 def memory_files(kernel_id: str | None, notebook_path: str | None) -> list[Path]:
@@ -63,7 +76,7 @@ def recall(kernel_id: str | None, notebook_path: str | None) -> dict[str, Any] |
     return None
 
 
-def remember(runtime: Runtime, **extra: Any) -> None:
+def remember(runtime: Endpoint, **extra: Any) -> None:
     """Write this server's port and token (plus ``extra``, e.g. a restart marker), owner-only."""
     server = runtime.server
     if server is None:
@@ -84,7 +97,7 @@ def remember(runtime: Runtime, **extra: Any) -> None:
             log.warning("could not remember the endpoint in %s", path, exc_info=True)
 
 
-def mark_restart(runtime: Runtime, by: str, via: str | None = None) -> None:
+def mark_restart(runtime: Endpoint, by: str, via: str | None = None) -> None:
     """Remember that a restart is coming, so the server that comes back can say who did it."""
     marker = {"by": by, "at": now(), **({"via": via} if via else {})}
     remember(runtime, restart=marker)
@@ -98,7 +111,7 @@ def fresh_marker(memory: dict[str, Any] | None) -> dict[str, Any] | None:
     return None
 
 
-def forget(runtime: Runtime) -> None:
+def forget(runtime: Endpoint) -> None:
     """Drop the remembered port and token of this kernel and its notebook (sharing stopped)."""
     for notebook in {runtime.quick_notebook_path(), runtime.notebook_path}:
         for path in memory_files(runtime.kernel_id, notebook):

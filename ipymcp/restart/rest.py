@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..server import jupyter
 from . import endpoint, helpers
-
-if TYPE_CHECKING:
-    from .._runtime import Runtime
 
 # The notebook view restarts this long after it answered, so the tool's answer gets out first.
 VIEW_RESTART_DELAY_MS = 300
@@ -26,7 +23,13 @@ class RestartError(Exception):
     """Restart is not possible here; the message says what to do instead."""
 
 
-def restart_through_rest(runtime: Runtime) -> str:
+class Restartable(endpoint.Endpoint, Protocol):
+    """What a REST restart needs of a running ipymcp (``Runtime`` is one)."""
+
+    shell: Any
+
+
+def restart_through_rest(runtime: Restartable) -> str:
     """Ask the Jupyter Server that manages this kernel to restart it; returns the server's URL."""
     server = jupyter.managing_server(runtime.kernel_id)
     if server is None:

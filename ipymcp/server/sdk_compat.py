@@ -17,6 +17,17 @@ from mcp.shared.subscriptions import ToolsListChanged
 log = logging.getLogger("ipymcp.server")
 
 
+def client_name(session: Any) -> str | None:
+    """``name version`` of the MCP client, as it introduced itself in ``initialize`` (None for a
+    2026-07-28 request, which has no handshake, or a client that sent no ``clientInfo``). Every
+    place that names the client (audit log, approval prompt, a cell's provenance) uses this."""
+    try:
+        info = getattr(session.client_params, "client_info", None)
+    except Exception:  # noqa: BLE001 - a session without handshake parameters
+        return None
+    return f"{info.name} {info.version}".strip() if info is not None else None
+
+
 def advertise_tools_list_changed(mcp: MCPServer) -> None:
     """Handshake-era ``initialize`` says ``tools.listChanged: true`` (the permission level can change).
 

@@ -1,32 +1,122 @@
-"""Tool families. Each module has ``register(toolbox, runtime)``; names are the public contract."""
+"""The tools, one module per family. Tool names and argument names are public API.
+
+A tool is a module-level function whose first parameter is the ``Services`` it works with; the
+rest of its signature is the tool's input schema (the SDK derives it), its return annotation the
+output schema (``tools.results``), its docstring the description the model reads. Each module
+declares its tools on a ``ToolSet``; ``register_all`` hands them to the server's ``Toolbox``,
+which runs every call through the request pipeline (``server/pipeline.py``) with the services
+bound. To add a tool: write the function in the family's module under ``@tools.tool(level=…)``,
+give it a result type, and add it to the README's tool table.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..text import report_progress
 
 if TYPE_CHECKING:
-    from .._runtime import Runtime
+    from mcp.server.mcpserver import Context
+
+    from ..config import IPyMCP
+    from ..frontend.comm import FrontendLink
+    from ..frontend.fallback import ActivityLog
+    from ..kernel.history import HistoryStore
+    from ..kernel.inspection import InspectionPool
+    from ..kernel.mainthread import AgentJob, MainThreadExecutor
+    from ..kernel.status import CellTracker
+    from ..policy import Policy
+    from ..policy.approval_detail import Diff
+    from ..processes import Processes
     from ..server.app import Toolbox
+    from ..server.pipeline import LevelRule
+    from ..server.thread import BackgroundServer
 
 
-def register_all(toolbox: Toolbox, runtime: Runtime) -> None:
-    from . import kernel
+class Services(Protocol):
+    """What a tool may use: the kernel's services and the facts it reports. ``ipymcp._runtime.
+    Runtime`` is the one implementation; typing tools against this keeps them to it."""
 
-    kernel.register(toolbox, runtime)
+    shell: Any
+    kernel: Any
+    config: IPyMCP
+    kernel_id: str
+    load_cwd: str
+    notebook_path: str | None
+    server: BackgroundServer | None
+    main_thread: MainThreadExecutor
+    cells: CellTracker
+    inspection: InspectionPool
+    policy: Policy
+    history: HistoryStore | None
+    frontend: FrontendLink | None
+    activity: ActivityLog | None
+    processes: Processes | None
 
-    from . import files, processes
+    @property
+    def url(self) -> str: ...
 
-    files.register(toolbox, runtime)
-    processes.register(toolbox, runtime)
+    @property
+    def token(self) -> str: ...
 
-    from . import history
+    def quick_notebook_path(self) -> str | None: ...
 
-    history.register(toolbox, runtime)
 
-    from . import notebook
+@dataclass(frozen=True)
+class ToolSpec:
+    """One tool as its module declares it (``Toolbox.add`` registers it; see ``Toolbox.tool`` for
+    what each option means)."""
 
-    notebook.register(toolbox, runtime)
+    fn: Callable[..., Any]
+    level: LevelRule
+    read_only: bool
+    destructive: bool = False
+    idempotent: bool = False
+    title: str | None = None
+    approval: bool | Callable[[dict[str, Any]], bool] | None = None
+    kernel_queue: bool | None = None
+    # How the approval prompt shows a call as a diff, from the services and the call's arguments.
+    approval_diff: Callable[[Services, dict[str, Any]], Diff | None] | None = None
 
-    from . import restart
 
-    restart.register(toolbox, runtime)
+@dataclass
+class ToolSet:
+    """The tools of one module, in the order they are listed."""
+
+    specs: list[ToolSpec] = field(default_factory=list)
+
+    def tool(self, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def declare(fn: Callable[..., Any]) -> Callable[..., Any]:
+            self.specs.append(ToolSpec(fn, **options))
+            return fn
+
+        return declare
+
+
+def register_all(toolbox: Toolbox, services: Services) -> None:
+    from . import files, history, kernel, notebook, processes, restart
+
+    for module in (kernel, files, processes, history, notebook, restart):
+        for spec in module.tools.specs:
+            toolbox.add(spec, services)
+    history.register_resources(toolbox.mcp, services)
+
+
+# -- shared by the tool modules ------------------------------------------------------------------
+
+
+def job_progress(ctx: Context, cells: CellTracker) -> Callable[[AgentJob, float], Any]:
+    """Progress notifications for a job on the kernel's main thread: what it waits for, then how
+    long it has run."""
+
+    async def tick(job: AgentJob, elapsed: float) -> None:
+        if job.started is None:
+            message = f"waiting: {cells.describe_wait()}"
+        else:
+            message = f"running for {time.monotonic() - job.started:.0f} s"
+        await report_progress(ctx.report_progress, elapsed, message)
+
+    return tick
