@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import jsonschema
 import pytest
 from conftest import KERNEL_NAME, KernelHarness, answered_by_a_new_kernel, mcp_client, runtime_dir, text_of
 from real_jupyter import JupyterServer
@@ -186,6 +187,11 @@ async def test_an_ipymcp_connect_session_gets_restart_kernel_answered_once_ipymc
         assert not result.is_error, text_of(result)
         assert "restarted and ipymcp is back" in text_of(result)
         assert notebook.info()["pid"] != info["pid"]
+        # The answer matches restart_kernel's output schema (the SDK client checked it too).
+        schema = next(t.output_schema for t in (await bridge.client.list_tools()).tools if t.name == "restart_kernel")
+        jsonschema.validate(result.structured_content, schema)
+        assert result.structured_content["state"] == "back"
+        assert result.structured_content["pid"] == notebook.info()["pid"]
         # No error at all afterwards: the restart was asked for.
         assert await bridge.run("'x' in dir()") == "False"
         assert await bridge.run("6 * 7") == "42"
