@@ -70,6 +70,44 @@ def _imports(tree: ast.AST) -> Iterator[tuple[ast.Import | ast.ImportFrom, bool]
     yield from walk(tree, False)
 
 
+def _module_level_imports(tree: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
+    """The import statements that run when the module is imported (not in functions, not under
+    ``if TYPE_CHECKING:``)."""
+    for child in ast.iter_child_nodes(tree):
+        if isinstance(child, (ast.Import, ast.ImportFrom)):
+            yield child
+        elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue
+        elif isinstance(child, ast.If) and _is_type_checking(child.test):
+            for statement in child.orelse:
+                yield from _module_level_imports(ast.Module(body=[statement], type_ignores=[]))
+        else:
+            yield from _module_level_imports(child)
+
+
+def top_level_imports(module: Module, modules: dict[str, Module] | None = None) -> set[str]:
+    """The package's modules importing ``module`` runs at once (its parent packages included)."""
+    modules = modules or load_modules()
+    found = set()
+    for node in _module_level_imports(module.tree):
+        for target in _targets(module, node, modules):
+            parts = target.split(".")
+            found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return {name for name in found if name in modules and name != module.name}
+
+
+SDK_PACKAGES = ("mcp", "mcp_types")
+
+
+def imports_sdk_at_top(module: Module) -> bool:
+    """Whether importing ``module`` imports the MCP SDK itself (``mcp``, ``mcp_types``)."""
+    for node in _module_level_imports(module.tree):
+        names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+        if not getattr(node, "level", 0) and any(name.split(".")[0] in SDK_PACKAGES for name in names):
+            return True
+    return False
+
+
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"

@@ -16,7 +16,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import library, library_previews, static  # noqa: F401 - loaded with the server, not on a first call
+# library_previews registers the library types' previews with previews (with the server, not on a first call).
+from . import library, library_previews, static  # noqa: F401
 from .previews import error_text, preview_value, safe_repr, subclass_note, summarize
 
 __all__ = [

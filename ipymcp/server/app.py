@@ -20,7 +20,7 @@ from .security import BearerAuth, SessionCap, sdk_transport_security
 
 if TYPE_CHECKING:
     from .._runtime import Runtime
-    from ..tools import Services, ToolSpec
+    from ..tools.base import Services, ToolSpec
 
 log = logging.getLogger("ipymcp.server")
 

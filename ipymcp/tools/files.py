@@ -10,7 +10,7 @@ from pydantic import Field
 from ..content import Budget, shape_outputs
 from ..policy.approval_detail import Diff
 from ..workspace import Limits, Workspace, workspace_root
-from . import Services, ToolSet
+from .base import Services, ToolSet
 from .results import FileRead
 
 tools = ToolSet()

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from .. import pages
 from ..kernel.history import HistoryError, HistoryStore
-from . import Services, ToolSet
+from .base import Services, ToolSet
 from .kernel import inspect_path
 from .results import HistoryResult, OutputPage
 

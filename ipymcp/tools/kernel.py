@@ -21,7 +21,7 @@ from ..kernel.execute import run_agent_code
 from ..kernel.inspection import InspectionTimeout
 from ..kernel.status import kernel_features, main_thread_user_frames, process_info, versions
 from ..text import first_line
-from . import Services, ToolSet, job_progress
+from .base import Services, ToolSet, job_progress
 from .results import ExecuteResult, KernelStatus, VariableList, VariablePreview
 
 tools = ToolSet()

@@ -24,7 +24,7 @@ from ..frontend.protocol import Op
 from ..policy.approval_detail import Diff
 from ..server.sdk_compat import client_name
 from ..text import one_line, report_progress
-from . import Services, ToolSet
+from .base import Services, ToolSet
 from .results import ActiveCell, CellInserted, CellRun, NotebookRead
 
 tools = ToolSet()

@@ -14,7 +14,7 @@ from pydantic import Field
 from ..processes import ProcessError, Processes, signal_name
 from ..text import clean_terminal_text, cut_middle, report_progress
 from ..workspace import WorkspaceError
-from . import Services, ToolSet
+from .base import Services, ToolSet
 from .files import workspace_for
 from .results import CommandResult, ProcessList, ProcessOutput, ProcessStarted
 

@@ -16,7 +16,7 @@ from ..frontend.comm import FrontendError, NoFrontendError
 from ..frontend.fallback import record
 from ..kernel.namespace import reset_user_namespace
 from ..restart import endpoint, rest
-from . import Services, ToolSet, job_progress
+from .base import Services, ToolSet, job_progress
 from .results import NamespaceReset, Restart
 
 tools = ToolSet()
