@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import queue
+import subprocess
+import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,6 +49,7 @@ class ScriptedView:
         # Added to read_notebook's result (what a view may claim besides the cells).
         self.extra = extra or {}
         self.requests: list[str] = []
+        self.closed_by_kernel = threading.Event()
         self._stop = threading.Event()
         self._outbox: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -75,6 +79,8 @@ class ScriptedView:
             except Exception:  # noqa: BLE001 - queue.Empty
                 continue
             content = msg["content"]
+            if msg["msg_type"] == "comm_close" and content.get("comm_id") == self.comm_id:
+                self.closed_by_kernel.set()
             if msg["msg_type"] != "comm_msg" or content.get("comm_id") != self.comm_id:
                 continue
             request = content["data"]
@@ -231,5 +237,114 @@ async def test_read_notebook_says_idle_from_the_kernels_own_tracking(loaded: Ker
             header = text_of(await client.call_tool("read_notebook", {})).split("──")[0]
         assert "The kernel is idle." in header and "busy" not in header, header
         assert "with unsaved changes." in header and "; " not in header, header
+    finally:
+        view.close()
+
+
+# -- one source of the protocol's names, and version skew -----------------------------------------
+
+
+def test_the_kernel_side_names_exactly_the_ops_and_events_of_protocol_json() -> None:
+    from typing import get_args
+
+    from ipymcp.frontend import protocol
+
+    spec = json.loads((Path(protocol.__file__).with_name("protocol.json")).read_text())
+    assert list(get_args(protocol.Op)) == spec["ops"] == list(protocol.OPS)
+    assert list(get_args(protocol.ViewEvent)) == spec["view_events"] == list(protocol.VIEW_EVENTS)
+    assert list(get_args(protocol.KernelEvent)) == spec["kernel_events"] == list(protocol.KERNEL_EVENTS)
+    assert (protocol.PROTOCOL, protocol.OLDEST_PROTOCOL) == (spec["protocol"], spec["oldest_protocol"])
+
+
+def test_names_compiled_into_installed_extensions_and_helpers_stay_valid(fresh_kernel: KernelHarness) -> None:
+    """Extensions already installed (any release) load ipymcp with this exact code after a restart
+    or for a shared notebook, and open these comm targets; restart helpers are started with
+    ``python -m ipymcp.restart comeback|rest``."""
+    from ipymcp.frontend import protocol
+
+    legacy_load_code = "__import__('ipymcp.restart', fromlist=['autoload']).autoload(get_ipython())"
+    assert protocol.LOAD_CODE == legacy_load_code
+    assert (protocol.ANNOUNCE_TARGET, protocol.VIEW_TARGET) == ("ipymcp.announce", "ipymcp")
+    fresh_kernel.run(legacy_load_code)
+    out = fresh_kernel.run(
+        "import ipymcp._state as _s; print(_s.runtime.wait_ready(30), _s.runtime.config.port); del _s"
+    )["stdout"].split()
+    assert out[0] == "True"
+    helper = subprocess.run(
+        [sys.executable, "-m", "ipymcp.restart", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "comeback" in helper.stdout and "rest" in helper.stdout
+
+
+class CodedView(ScriptedView):
+    """A view of today's extension: failures carry a code, and the text is its own."""
+
+    def __init__(self, harness: KernelHarness, replies: dict[str, dict[str, Any]]):
+        super().__init__(harness, "work/analysis.ipynb", ["x = 1"], protocol=2)
+        self.replies = replies
+
+    def _reply(self, request: dict[str, Any]) -> dict[str, Any]:
+        if request["op"] in self.replies:
+            return {"id": request["id"], **self.replies[request["op"]]}
+        return super()._reply(request)
+
+
+NOBODY_ASKED = "nobody can be asked"
+
+
+async def _approval_answer(harness: KernelHarness) -> str:
+    harness.run("%mcp approve on")
+    try:
+        async with harness.client() as client:  # this client cannot show forms (no elicitation)
+            result = await client.call_tool("execute", {"code": "1 + 1"})
+        assert result.is_error
+        return text_of(result)
+    finally:
+        harness.run("%mcp approve off")
+
+
+async def test_a_protocol_1_view_without_the_approve_op_leaves_approval_to_the_client(loaded: KernelHarness) -> None:
+    """An extension of an older release: protocol 1 (no acks), and no approve op (its error says
+    "unknown op approve (frontend protocol 1)…" and has no code): the kernel serves it as before."""
+    view = ScriptedView(loaded, "work/analysis.ipynb", ["x = 1"], protocol=1)
+    try:
+        await _wait_views(loaded, 1)
+        async with loaded.client() as client:
+            read = await client.call_tool("read_notebook", {})
+        assert not read.is_error and "x = 1" in text_of(read)
+        answer = await _approval_answer(loaded)
+        assert "approve" in view.requests and NOBODY_ASKED in answer, answer
+    finally:
+        view.close()
+
+
+async def test_failures_are_told_apart_by_their_code_not_their_words(loaded: KernelHarness) -> None:
+    view = CodedView(
+        loaded,
+        {
+            "approve": {"ok": False, "code": "unknown_op", "error": "this view cannot ask"},
+            "edit_cell": {"ok": False, "code": "stale_cell", "error": "cell x changed"},
+        },
+    )
+    try:
+        await _wait_views(loaded, 1)
+        answer = await _approval_answer(loaded)
+        assert NOBODY_ASKED in answer, answer  # an unknown op: ask elsewhere, not "the prompt failed"
+        async with loaded.client() as client:
+            await client.call_tool("read_notebook", {})
+            edit = await client.call_tool("edit_cell", {"cell_id": "c0", "source": "x = 2"})
+        assert edit.is_error and "the user changed this cell, read it again" in text_of(edit), text_of(edit)
+    finally:
+        view.close()
+
+
+async def test_a_view_older_than_the_oldest_protocol_is_not_used(loaded: KernelHarness) -> None:
+    from ipymcp.frontend.protocol import OLDEST_PROTOCOL
+
+    view = ScriptedView(loaded, "work/analysis.ipynb", ["old"], protocol=OLDEST_PROTOCOL - 1)
+    try:
+        assert view.closed_by_kernel.wait(20), "the kernel kept the comm of a view it cannot serve"
+        status = await _status(loaded)
+        assert status["views"] == [] and view.requests == []
     finally:
         view.close()

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from .protocol import (
     ACK_PROTOCOL,
     ANNOUNCE_TARGET,
+    OLDEST_PROTOCOL,
     PROTOCOL,
     VIEW_TARGET,
     Op,
@@ -114,7 +115,6 @@ class Pending:
     # Set on the view's ack (or its reply): the view has the request.
     received: threading.Event = field(default_factory=threading.Event)
     reply: dict[str, Any] | None = None
-    sent_at: float = field(default_factory=time.monotonic)
 
 
 class SeenCells:
@@ -388,6 +388,10 @@ class FrontendLink:
     # -- comm callbacks (main shell or subshell thread) ----------------------------------------
     def _on_view_open(self, comm: Any, msg: dict[str, Any]) -> None:
         data = msg.get("content", {}).get("data") or {}
+        if view_protocol(data.get("protocol")) < OLDEST_PROTOCOL:
+            log.warning("a notebook view speaks protocol %s, older than %s: not used", data.get("protocol"), OLDEST_PROTOCOL)
+            send_without_parent_close(comm, self.kernel)
+            return
         view = View(
             comm=comm,
             path=str(data.get("path") or ""),

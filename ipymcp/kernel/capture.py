@@ -315,10 +315,6 @@ def _captured_text(kept: HeadTail[str]) -> str:
     return kept.head() + cut_marker(kept.cut, when="while capturing") + kept.tail()
 
 
-def active_capture() -> Capture | None:
-    return _active.get()
-
-
 # -- the agent's own parent header ----------------------------------------------------------------
 class _AgentParent:
     """Stamp agent output with a parent of its own; the user's comes back on exit."""

@@ -43,7 +43,6 @@ class InspectionPool:
         self._workers: list[threading.Thread] = []
         self._running: list[_Job] = []
         self._lock = threading.Lock()
-        self.closed = False
 
     async def run(self, fn: Callable[[], Any], description: str, timeout: float, what: str = "the preview") -> Any:
         """``fn()`` on an inspection thread; its result, or ``InspectionTimeout`` after ``timeout`` s."""
@@ -89,7 +88,6 @@ class InspectionPool:
 
     def close(self) -> None:
         """Let idle threads end; a thread still held by a call ends when that call returns."""
-        self.closed = True
         for _ in self._workers:
             self._jobs.put(None)
 

@@ -54,7 +54,7 @@ NAME_FIELDS = frozenset({"tool", "name", "version", "session", "peer", "protocol
 NAME_LIMIT = 200
 FULL_LIMIT = 7_000
 OTHER_LIMIT = 2_000
-OUTCOME_LIMIT = 300
+OUTCOME_LIMIT = 300  # an error's message, as the line keeps it
 MAX_ITEMS = 50
 # Successive limits (programs, other strings) tried until a line fits LINE_MAX_BYTES.
 _FITTING = ((FULL_LIMIT, OTHER_LIMIT), (2_000, 500), (300, 100), (60, 30))

@@ -42,7 +42,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_REQUEST, CallToolResult, TextContent
 
 from ..policy.approval import ApprovalGate, ApprovalOutcome, ApprovalRule, Decision, Verdict
-from ..policy.audit import audit_arguments
+from ..policy.audit import OUTCOME_LIMIT, audit_arguments
 from ..policy.limits import LimitReached
 from ..policy.permissions import LEVELS, refusal
 from ..text import compact
@@ -60,8 +60,6 @@ SERVED = ("tools/call", *REQUEST_LEVELS)
 APPROVAL_PARAM = "ipymcp_approval"
 # A 2026-07-28 call whose client never comes back with the user's answer is logged after this.
 ABANDONED_AFTER = 60.0
-# An error's message as the audit line keeps it.
-AUDIT_MESSAGE_CHARS = 300
 
 LevelRule = str | Callable[[dict[str, Any]], str]
 
@@ -211,7 +209,7 @@ class Pipeline:
                 else:
                     result = await self._run_handler(ctx, call, call_next)
         except BaseException as exc:
-            call.record.update(outcome="error", message=compact(f"{type(exc).__name__}: {exc}", AUDIT_MESSAGE_CHARS))
+            call.record.update(outcome="error", message=compact(f"{type(exc).__name__}: {exc}", OUTCOME_LIMIT))
             self._audit(call)
             raise
         if _input_required(result):
@@ -392,10 +390,10 @@ def _input_required(result: Any) -> bool:
 def _record_outcome(record: dict[str, Any], result: Any) -> None:
     if getattr(result, "is_error", None) is True:
         text = "".join(getattr(b, "text", "") for b in getattr(result, "content", []) or [])
-        record.update(outcome="error", message=compact(text, AUDIT_MESSAGE_CHARS))
+        record.update(outcome="error", message=compact(text, OUTCOME_LIMIT))
     elif isinstance(result, dict) and result.get("isError"):
         text = "".join(b.get("text", "") for b in result.get("content") or [] if isinstance(b, dict))
-        record.update(outcome="error", message=compact(text or str(result.get("content")), AUDIT_MESSAGE_CHARS))
+        record.update(outcome="error", message=compact(text or str(result.get("content")), OUTCOME_LIMIT))
     else:
         record["outcome"] = "ok"
 
