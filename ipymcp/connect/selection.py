@@ -13,7 +13,6 @@ class ConnectError(Exception):
     """A sentence for the agent: what went wrong with the connection and what to do next."""
 
 
-
 # -- which kernel ----------------------------------------------------------------------------
 
 
