@@ -348,3 +348,17 @@ async def test_a_view_older_than_the_oldest_protocol_is_not_used(loaded: KernelH
         assert status["views"] == [] and view.requests == []
     finally:
         view.close()
+
+
+async def test_a_view_without_the_restart_op_leaves_restart_kernel_to_the_jupyter_server(loaded: KernelHarness) -> None:
+    """An extension older than the restart op: restart_kernel goes on to the Jupyter Server API
+    (here there is none, so the answer offers reset_namespace) instead of failing on the op."""
+    view = ScriptedView(loaded, "work/analysis.ipynb", ["x = 1"], protocol=1)
+    try:
+        await _wait_views(loaded, 1)
+        async with loaded.client() as client:
+            result = await client.call_tool("restart_kernel", {})
+        assert "restart" in view.requests
+        assert result.is_error and "reset_namespace" in text_of(result), text_of(result)
+    finally:
+        view.close()

@@ -28,7 +28,8 @@ class Selection:
 
     @classmethod
     def from_env(cls, notebook: str | None, kernel_id: str | None, url: str | None, token: str | None) -> Selection:
-        """Command-line values first, then IPYMCP_URL/IPYMCP_TOKEN, then the seed's SERVER_URL/TOKEN/NOTEBOOK_PATH."""
+        """Command-line values first, then IPYMCP_URL/IPYMCP_TOKEN, then SERVER_URL/TOKEN/NOTEBOOK_PATH
+        (the variable names other Jupyter MCP servers use)."""
         env = os.environ
         return cls(
             notebook=notebook or env.get("NOTEBOOK_PATH") or None,

@@ -12,7 +12,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent
 from pydantic import Field
 
-from ..frontend.comm import FrontendError, NoFrontendError
+from ..frontend.comm import FrontendError, NoFrontendError, UnknownOpError
 from ..frontend.fallback import record
 from ..kernel.namespace import reset_user_namespace
 from ..restart import endpoint, rest
@@ -60,8 +60,8 @@ async def _restart(services: Services) -> str:
                 "restart", {"delay_ms": rest.VIEW_RESTART_DELAY_MS}, timeout=services.config.restart_timeout
             )
             return f"{view.app or 'the notebook view'} ({result.get('path') or view.path})"
-        except NoFrontendError:
-            pass  # the view went away meanwhile: the server API may still do it
+        except (NoFrontendError, UnknownOpError):
+            pass  # the view went away, or its extension predates the restart op: the server API may do it
         except FrontendError as exc:
             raise ToolError(f"the notebook view did not restart the kernel: {exc}") from exc
     try:
