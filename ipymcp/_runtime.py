@@ -214,6 +214,10 @@ class Runtime:
             "version": __version__,
         }
 
+    def replace_token(self, new: str) -> None:
+        """From now on requests need ``new`` (the gate reads the same dict: see ``token_holder``)."""
+        self.token_holder["token"] = new
+
     def known_tokens(self) -> list[str]:
         """The current token and the rotated ones still worth hiding from outputs and logs."""
         return [t for t in (self.token, *self.policy.retired_tokens) if t]

@@ -107,11 +107,11 @@ def _switch_token(runtime: Runtime, new: str) -> dict[str, int]:
     so no request can slip in between (the gate reads the token on that loop)."""
     server, auth = runtime.server, runtime.http_auth
     if server is None or not server.running or auth is None:
-        runtime.token_holder["token"] = new
+        runtime.replace_token(new)
         return {}
 
     async def switch() -> dict[str, int]:
-        runtime.token_holder["token"] = new  # from here on the old token gets 401
+        runtime.replace_token(new)  # from here on the old token gets 401
         requests = auth.end_requests()
         await runtime.terminate_sessions()
         return {"requests": requests}
@@ -119,6 +119,6 @@ def _switch_token(runtime: Runtime, new: str) -> dict[str, int]:
     try:
         return server.call_soon(switch, timeout=3) or {}
     except Exception:  # noqa: BLE001 - the new token must hold even if ending the old one's work failed
-        runtime.token_holder["token"] = new
+        runtime.replace_token(new)
         logger.warning("could not end every request and session of the old token", exc_info=True)
         return {}
