@@ -6,6 +6,9 @@ builtin subclasses…) and run library code only through one allow-list (``libra
 be read that way is described (a property, a method, a ``__getattr__`` class…) with the way to get
 it: ``execute``. The namespace dict is copied first (one C call under the GIL) so a running cell
 can keep assigning.
+
+``reset_user_namespace`` (reset_namespace) is the exception: it changes the namespace, and runs
+on the kernel's main thread, queued like a cell.
 """
 
 from __future__ import annotations
