@@ -10,9 +10,9 @@ itself. Property titles are left out of the schemas (the names say it; ``tools/l
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, with_config
+from pydantic import ConfigDict, Field, with_config
 from typing_extensions import NotRequired, TypedDict
 
 from ..policy.permissions import Level
@@ -42,16 +42,11 @@ class ExecuteResult(TypedDict):
 
 
 @with_config(_SCHEMA)
-class VariableRow(TypedDict):
-    name: str
-    type: str
-    summary: str
-    size_bytes: NotRequired[int]
-
-
-@with_config(_SCHEMA)
 class VariableList(TypedDict):
-    variables: list[VariableRow]
+    # Rows are typed loosely in the schema on purpose: clients (the SDK's among them, and
+    # ``ipymcp connect``'s upstream) check every row of a result against the schema, in Python
+    # 10,000 typed rows cost ~340 ms, plain objects ~60 ms. The README lists the row's fields.
+    variables: Annotated[list[dict[str, Any]], Field(description="each: name, type, summary, size_bytes (when known)")]
     total: int  # matching names, listed or not
     truncated: bool
 
