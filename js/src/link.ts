@@ -6,6 +6,7 @@ import type { JSONValue } from '@lumino/coreutils';
 import { notebookPath } from './cells';
 import { focused, handle } from './operations';
 import {
+  ACK_PROTOCOL,
   failure,
   KernelEvent,
   parseKernelMessage,
@@ -14,7 +15,8 @@ import {
   unknownOp,
   VIEW_TARGET,
   ViewHello,
-  ViewMessage
+  ViewMessage,
+  wantsAcks
 } from './protocol';
 
 /** What the link tells its PanelWatcher. */
@@ -30,6 +32,8 @@ export interface LinkEvents {
 /** One comm per (view, kernel connection); never more than one listener of each kind. */
 export class ViewLink {
   private comm: Kernel.IComm | null = null;
+  // The protocol the kernel said it speaks on this comm (null: not said yet): acks only from 2 on.
+  private kernelProtocol: number | null = null;
 
   constructor(
     private app: JupyterFrontEnd,
@@ -42,13 +46,18 @@ export class ViewLink {
     return !!this.comm && !this.comm.isDisposed;
   }
 
-  /** Open the view's comm. */
-  connect(): void {
-    if (this.connected || this.kernel.isDisposed || this.panel.isDisposed) {
+  /** Open the view's comm; `announced`: the protocol in the kernel's announcement, if this answers one. */
+  connect(announced: number | null = null): void {
+    if (this.connected) {
+      this.kernelProtocol = this.kernelProtocol ?? announced;
+      return;
+    }
+    if (this.kernel.isDisposed || this.panel.isDisposed) {
       return;
     }
     const comm = this.kernel.createComm(VIEW_TARGET);
     this.comm = comm;
+    this.kernelProtocol = announced;
     comm.onMsg = (msg: KernelMessage.ICommMsgMsg) => this.receive(msg.content.data);
     comm.onClose = () => {
       if (this.comm === comm) {
@@ -73,6 +82,8 @@ export class ViewLink {
     const message = parseKernelMessage(data);
     switch (message.kind) {
       case 'event':
+        // Only kernels of protocol >= 2 send events.
+        this.kernelProtocol = Math.max(this.kernelProtocol ?? ACK_PROTOCOL, ACK_PROTOCOL);
         this.events.state(message.event);
         return;
       case 'unknown_op':
@@ -97,7 +108,9 @@ export class ViewLink {
 
   /** Received: the kernel knows at once that this view is alive, however long the work takes. */
   private acknowledge(id: number | string): void {
-    this.send({ id, ack: true });
+    if (wantsAcks(this.kernelProtocol)) {
+      this.send({ id, ack: true });
+    }
   }
 
   send(message: ViewMessage): void {

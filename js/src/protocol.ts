@@ -9,10 +9,23 @@
  *   view   -> kernel       comm_open 'ipymcp' {protocol, client, path, app, appVersion, focused}
  *   kernel -> view         comm_msg  {id, op, args}                     (a Request)
  *   view   -> kernel       comm_msg  {id, ack: true}                    (protocol 2: at once, before the work)
- *   view   -> kernel       comm_msg  {id, ok, result | error}          (exactly one per request)
+ *   view   -> kernel       comm_msg  {id, ok, result | error, code?}   (exactly one per request)
  *   kernel -> view         comm_msg  {event: 'state', came_back}        (protocol 2, on connect and after a restart)
  *   view   -> kernel       comm_msg  {event: 'focus' | 'stop_sharing'}
  *   view   -> kernel       comm_close {reason}                          (view closed, page unloaded)
+ *
+ * Version skew: this extension is installed in the Jupyter server's environment, ipymcp in the
+ * kernel's, and they can be different releases. The rule, both ways:
+ * - Older kernel (protocol 1) takes the first message carrying a request's id as the reply, so the
+ *   view acknowledges a request only once the kernel said it speaks protocol >= 2: in its
+ *   announcement, or by its `state` event (only protocol >= 2 kernels send it, when the view
+ *   connects). A view that connected after a page reload has not seen the announcement: until
+ *   the state event arrives it answers as protocol 1 does (reply only).
+ * - Newer kernel: an op this extension does not know gets `{ok: false, code: 'unknown_op', error}`
+ *   (the error keeps the words "unknown op" older kernels look for); unknown fields in a request's
+ *   arguments are ignored, missing optional ones take their defaults.
+ * - The load code the extension runs in a kernel (after a restart, for a shared notebook) is
+ *   ipymcp's public entry point `ipymcp.restart.autoload`: the kernel side keeps that name.
  */
 import type { ICodeCellModel } from '@jupyterlab/cells';
 import type { JSONObject, JSONValue } from '@lumino/coreutils';
@@ -23,6 +36,8 @@ export const ANNOUNCE_TARGET = spec.announce_target;
 export const VIEW_TARGET = spec.view_target;
 /** %load_ext ipymcp, minus the extension manager's record (the user's own %load_ext then shows the status line). */
 export const LOAD_CODE = spec.load_code;
+/** Kernels since this protocol wait for each request's ack and send the state event. */
+export const ACK_PROTOCOL = 2;
 
 export type Op = (typeof spec.ops)[number];
 export type ViewEventName = (typeof spec.view_events)[number];
@@ -222,6 +237,16 @@ export function parseKernelMessage(data: unknown): Incoming {
   return { kind: 'request', request: { id, op: data.op, args } as Request };
 }
 
+/** The protocol a kernel announced (comm_open data of 'ipymcp.announce'); null if it did not say. */
+export function announcedProtocol(data: unknown): number | null {
+  return isObject(data) && typeof data.protocol === 'number' ? data.protocol : null;
+}
+
+/** Whether a kernel of this protocol (null: not known yet) wants acks; see the version-skew rule. */
+export function wantsAcks(kernelProtocol: number | null): boolean {
+  return kernelProtocol !== null && kernelProtocol >= ACK_PROTOCOL;
+}
+
 /** A failure the kernel tells apart by its code. */
 export class OpError extends Error {
   constructor(
@@ -238,9 +263,15 @@ export function success<K extends Op>(id: RequestId, result: OpResult<K>): Succe
 
 export function failure(id: RequestId, err: unknown): Failure {
   const error = err instanceof Error ? err.message : String(err);
-  return { id, ok: false, error, stale: err instanceof OpError && err.code === 'stale_cell' };
+  if (err instanceof OpError) {
+    return { id, ok: false, error, code: err.code, stale: err.code === 'stale_cell' };
+  }
+  return { id, ok: false, error, stale: false };
 }
 
 export function unknownOp(id: RequestId, op: string): Failure {
-  return failure(id, new Error(`unknown op ${op} (frontend protocol ${PROTOCOL}); update the ipymcp labextension`));
+  return failure(
+    id,
+    new OpError('unknown_op', `unknown op ${op} (frontend protocol ${PROTOCOL}); update the ipymcp labextension`)
+  );
 }

@@ -2,11 +2,11 @@
 import type { JupyterFrontEnd } from '@jupyterlab/application';
 import type { ICellModel } from '@jupyterlab/cells';
 import type { NotebookPanel } from '@jupyterlab/notebook';
-import type { Kernel } from '@jupyterlab/services';
+import type { Kernel, KernelMessage } from '@jupyterlab/services';
 import { syncAgentTag } from './cells';
 import { ViewLink } from './link';
 import { pageViews, restoreUserPlace, UserPlace, userPlace } from './place';
-import { ANNOUNCE_TARGET, KernelEvent, LOAD_CODE } from './protocol';
+import { ANNOUNCE_TARGET, announcedProtocol, KernelEvent, LOAD_CODE } from './protocol';
 import { setShare, ShareNotice, sharedByMetadata } from './share';
 
 /** The Yjs document's transaction events (jupyter-collaboration's remote changes arrive as non-local ones). */
@@ -72,8 +72,9 @@ export class PanelWatcher {
     void panel.context.ready.then(() => this.followModel());
   }
 
-  // The kernel loads ipymcp after this view is open: it announces itself.
-  private onAnnounce = () => this.link?.connect();
+  // The kernel loads ipymcp after this view is open: it announces itself (and its protocol).
+  private onAnnounce = (_: Kernel.IComm, msg: KernelMessage.ICommOpenMsg) =>
+    this.link?.connect(announcedProtocol(msg.content.data));
 
   /** Agent tags from the metadata, in every view; remote changes never move the user. */
   private followModel(): void {
@@ -263,7 +264,7 @@ export class PanelWatcher {
     }
   }
 
-  /** Connect if ipymcp is loaded in the kernel (its announce comm is open). */
+  /** Connect if ipymcp is loaded in the kernel (its announce comm is open); it does not say its protocol here. */
   private probe(): void {
     const kernel = this.kernel;
     if (!kernel || kernel.isDisposed) {

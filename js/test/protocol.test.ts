@@ -8,7 +8,9 @@ import {
   isOp,
   OpError,
   parseKernelMessage,
-  PROTOCOL
+  PROTOCOL,
+  unknownOp,
+  wantsAcks
 } from '../src/protocol';
 import { spec } from '../src/protocol.generated';
 import { revisionOf, visible } from '../src/text';
@@ -53,9 +55,24 @@ test('the state event, and messages without an id, are not requests', () => {
   }
 });
 
-test('a stale cell is flagged for the kernel', () => {
+test('acks go only to kernels that said they speak protocol 2 or later', () => {
+  assert.equal(wantsAcks(null), false); // not said yet (a view connected after a page reload)
+  assert.equal(wantsAcks(1), false);
+  assert.equal(wantsAcks(2), true);
+  assert.equal(wantsAcks(3), true);
+});
+
+test('an unknown op is answered with a code and the words older kernels look for', () => {
+  const reply = unknownOp(5, 'teleport');
+  assert.equal(reply.ok, false);
+  assert.equal(reply.code, 'unknown_op');
+  assert.equal(reply.id, 5);
+  assert.match(reply.error, /^unknown op teleport \(frontend protocol \d+\); update the ipymcp labextension$/);
+});
+
+test('failures carry a code only when the kernel can act on it', () => {
   const stale = failure(1, new OpError('stale_cell', 'the user changed cell c1'));
-  assert.deepEqual(stale, { id: 1, ok: false, error: 'the user changed cell c1', stale: true });
+  assert.deepEqual(stale, { id: 1, ok: false, error: 'the user changed cell c1', code: 'stale_cell', stale: true });
   assert.deepEqual(failure(2, new Error('no cell with id "x"')), {
     id: 2,
     ok: false,
