@@ -3,10 +3,10 @@
 CHROMIUM ?= /usr/bin/chromium
 JLPM := PATH=$(abspath $(VENV))/bin:$$PATH jlpm
 
-TEST_TARGETS += test-browser
+TEST_TARGETS += test-js test-browser
 SYSTEM_DEPS += install-chromium
 
-.PHONY: install-chromium js test-browser
+.PHONY: install-chromium js test-js test-browser
 
 install-chromium:
 	@test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; }
@@ -16,6 +16,10 @@ install-chromium:
 js: env
 	cd js && $(JLPM) install && $(JLPM) build:prod
 	$(PIP) install --no-deps -e . 2>&1 | grep -v '^WARNING: Location' || true
+
+# The extension's pure parts (protocol parsing, replies, text helpers) in node, no browser: seconds.
+test-js: env
+	cd js && $(JLPM) install && $(JLPM) test
 
 # The k6 environment (ipykernel 6.29) is one of the kernels the browser suite opens notebooks with.
 test-browser: env install-chromium .venvs/k6/.installed

@@ -193,6 +193,24 @@ async def user_cell_running(client: Any, fragment: str, timeout: float = 20) -> 
     )
 
 
+def wait_until_ready(kc: Any, timeout: float = 60) -> None:
+    """``kc.wait_for_ready`` for a client without a KernelManager (one made from a connection file).
+
+    Such a client judges "alive" by the heartbeat alone, and one beat missed while a kernel still
+    imports on a loaded machine raises "Kernel died before replying to kernel_info". Ask again
+    until the deadline instead; a kernel that is really gone still fails then.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            kc.wait_for_ready(timeout=max(1.0, deadline - time.monotonic()))
+            return
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def text_of(result: Any) -> str:
     return "".join(getattr(block, "text", "") for block in result.content)
 

@@ -19,7 +19,15 @@ from typing import Any
 import anyio
 import jsonschema
 import pytest
-from conftest import KERNEL_NAME, KernelHarness, answered_by_a_new_kernel, mcp_client, runtime_dir, text_of
+from conftest import (
+    KERNEL_NAME,
+    KernelHarness,
+    answered_by_a_new_kernel,
+    mcp_client,
+    runtime_dir,
+    text_of,
+    wait_until_ready,
+)
 from real_jupyter import JupyterServer
 from test_connect import connect
 
@@ -44,7 +52,7 @@ class NotebookKernel:
         self.kc = BlockingKernelClient(connection_file=str(connection_file))
         self.kc.load_connection_file()
         self.kc.start_channels()
-        self.kc.wait_for_ready(timeout=60)
+        wait_until_ready(self.kc)
 
     def run(self, code: str) -> str:
         out: list[str] = []

@@ -20,7 +20,7 @@ from typing import Any
 
 import nbformat
 import pytest
-from conftest import KernelHarness, mcp_client, runtime_dir, text_of
+from conftest import KernelHarness, mcp_client, runtime_dir, text_of, wait_until_ready
 
 IPYMCP = [sys.executable, "-m", "ipymcp.cli"]
 # Any run of this many characters of a token counts as a leak.
@@ -38,7 +38,7 @@ class Frontend:
         self.kc = BlockingKernelClient(connection_file=kernel.km.connection_file)
         self.kc.load_connection_file()
         self.kc.start_channels()
-        self.kc.wait_for_ready(timeout=60)
+        wait_until_ready(self.kc)
         self.messages: list[dict[str, Any]] = []
         self.cells: list[Any] = []
         self._cell_of: dict[str, Any] = {}
