@@ -65,6 +65,8 @@ class Runtime:
         # The notebook views (ipymcp.frontend.comm.FrontendLink) and the activity output log.
         self.frontend: Any = None
         self.activity: Any = None
+        # MCP sessions through Jupyter (ipymcp.server.tunnel.KernelTunnel).
+        self.tunnel: Any = None
         # Permission level, approval, audit log, limits (ipymcp/policy).
         self.policy = Policy(self)
 
@@ -75,7 +77,7 @@ class Runtime:
 
     @property
     def url(self) -> str:
-        if self.server is None:
+        if self.server is None or not self.server.port:  # no HTTP listener (serve_http = False)
             return ""
         host = self.server.host if ":" not in self.server.host else f"[{self.server.host}]"
         return f"http://{host}:{self.server.port}/mcp"
@@ -94,10 +96,15 @@ class Runtime:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
+        if not self.config.serve_http and self.config.port:
+            raise ValueError(
+                f"c.IPyMCP.port = {self.config.port} (or IPYMCP_PORT) asks for an HTTP listener, but "
+                "c.IPyMCP.serve_http is False (or IPYMCP_SERVE_HTTP=0): drop one of the two"
+            )
         self._log_handler = _logging.configure(self.log_file)
         from .restart import bind_remembered
 
-        sock = bind_remembered(self)  # the remembered port/token after a restart, when free
+        sock = bind_remembered(self) if self.config.serve_http else None  # the remembered port/token
         self.capture_hooks.install()
         self.cells.install()
         self.history = HistoryStore(
@@ -109,7 +116,13 @@ class Runtime:
         self.started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         self.notebook_path = self._quick_notebook_path()
         self._install_frontend()
-        self.server = BackgroundServer(sock, self._build_app, self._on_ready)
+        self._install_tunnel()
+        if sock is None:
+            from .server.tunnel_only import TunnelOnlyServer
+
+            self.server = TunnelOnlyServer(self._build_mcp, self._on_ready)
+        else:
+            self.server = BackgroundServer(sock, self._build_app, self._on_ready)
         self.server.start()
         log.info("starting at %s (kernel %s)", self.url, self.kernel_id)
 
@@ -122,10 +135,23 @@ class Runtime:
         except Exception:  # noqa: BLE001
             log.exception("notebook frontend link not started")
 
+    def _install_tunnel(self) -> None:
+        # MCP sessions through the kernel's Jupyter websocket (ipymcp.mcp comms); cheap, no SDK import.
+        from .server.tunnel import KernelTunnel
+
+        self.tunnel = KernelTunnel(self)
+        self.tunnel.install()
+        self.cleanups.append(self.tunnel.uninstall)
+
     def _build_app(self) -> Any:
         from .server.app import build_app  # imports mcp (~0.7 s): on the server thread only
 
         return build_app(self)
+
+    def _build_mcp(self) -> None:
+        from .server.app import build_mcp  # no HTTP app: the tunnel is the only way in
+
+        self.mcp, self.toolbox = build_mcp(self)
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         if self.server is None:
@@ -136,12 +162,20 @@ class Runtime:
     def _on_ready(self) -> None:
         """On the server thread, once it accepts requests."""
         self.notebook_path = self._lookup_notebook_path() or self.notebook_path
-        discovery.write_private_json(self.runtime_file, self.runtime_info())
+        self._attach_tunnel()
+        if self.config.serve_http:  # without a listener there is nothing for a runtime file to name
+            discovery.write_private_json(self.runtime_file, self.runtime_info())
         from .restart import on_ready as restart_on_ready
 
         restart_on_ready(self)  # remember port/token; come back after the next restart
         log.info("ready at %s", self.url)
         self._update_status_display()
+
+    def _attach_tunnel(self) -> None:
+        from .server.tunnel_session import SessionHost
+
+        if self.tunnel is not None and self.server is not None and self.server.loop is not None:
+            self.tunnel.attach(SessionHost(self.server.loop, self.mcp, self.tunnel))
 
     def runtime_info(self) -> dict[str, Any]:
         return {
@@ -243,6 +277,8 @@ class _StatusLine:
 
 def status_sentence(runtime: Runtime) -> str:
     state = runtime.state
+    if state == "running" and not runtime.url:
+        return f"ipymcp {__version__}: MCP server ready, reachable only through Jupyter (no HTTP listener)"
     if state == "running":
         return (
             f"ipymcp {__version__}: MCP server ready at {runtime.url} "

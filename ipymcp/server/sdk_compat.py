@@ -62,3 +62,14 @@ class ToolListNotifier:
                     await connection.send_tool_list_changed()
             except Exception:  # noqa: BLE001 - a closed session
                 self.connections.discard(connection)
+
+
+async def serve_streams(mcp: MCPServer, read_stream: Any, write_stream: Any) -> None:
+    """Serve one MCP session over a pair of memory streams (a tunnel comm), until ``read_stream`` ends.
+
+    ``MCPServer`` offers stdio and HTTP runners only; the SDK's own in-memory transport reaches the
+    low-level server the same way (``mcp.client._memory``). The initialization options carry
+    ``advertise_tools_list_changed``'s flag.
+    """
+    lowlevel = mcp._lowlevel_server
+    await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())
