@@ -98,6 +98,11 @@ class KernelTunnelTransport:
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
 
+    @property
+    def in_flight(self) -> int:
+        """Requests sent to the kernel that have no reply yet."""
+        return len(self._in_flight)
+
     # -- the Transport protocol ------------------------------------------------------------------
     async def __aenter__(self) -> tuple[Any, Any]:
         await self.open()

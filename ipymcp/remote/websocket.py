@@ -28,6 +28,10 @@ from .endpoint import Endpoint
 from .wire import V1_PROTOCOL, Message, WireError, decode, encode, new_message
 
 log = logging.getLogger("ipymcp.remote")
+# The websockets library's own logger: its debug lines show the handshake's headers, the token
+# in Authorization among them, so it never logs below INFO whatever the root level is.
+_protocol_log = logging.getLogger("ipymcp.remote.websocket-protocol")
+_protocol_log.setLevel(logging.INFO)
 
 Listener = Callable[[Message], None]
 
@@ -78,6 +82,7 @@ class KernelWebsocket:
                 # on a user's big plot.
                 max_size=None,
                 compression=None,
+                logger=_protocol_log,
             )
         except websockets.InvalidStatus as exc:
             raise KernelConnectionError(self._refusal(exc.response.status_code)) from None
@@ -109,6 +114,11 @@ class KernelWebsocket:
             with contextlib.suppress(BaseException):
                 await self._reader
         self._lost("closed by the client")
+
+    def abort(self) -> None:
+        """Drop the TCP connection without a closing handshake, as a network failure would."""
+        if self._ws is not None:
+            self._ws.transport.abort()
 
     def _refusal(self, status: int) -> str:
         where = self.endpoint.display_url
