@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,17 @@ from conftest import KERNEL_NAME, runtime_dir
 from real_jupyter import JupyterServer
 
 from ipymcp.remote import Endpoint
+from ipymcp.remote.route import (
+    CONTROL,
+    PROTOCOL,
+    TARGET,
+    Route,
+    ask_comm,
+    ask_kernel_info,
+    create_subshell,
+    delete_subshell,
+    subshells_supported,
+)
 from ipymcp.remote.websocket import KernelWebsocket
 from ipymcp.remote.wire import Message
 
@@ -119,3 +131,62 @@ async def subshells(user: KernelWebsocket) -> list[str]:
 
 async def interrupt(user: KernelWebsocket) -> None:
     await user.request(user.message("control", "interrupt_request", {}), 10)
+
+
+class RawTunnel:
+    """An ``ipymcp.mcp`` comm driven by hand (attacks, fuzzing): any payload in, every answer out."""
+
+    def __init__(self, ws: KernelWebsocket, route: Route, comm_id: str):
+        self.ws, self.route, self.comm_id = ws, route, comm_id
+        self.answers: list[dict[str, Any]] = []  # the data of every comm_msg/comm_close for this comm
+        self.closed: dict[str, Any] | None = None
+        self._waiters: dict[Any, asyncio.Future[dict[str, Any]]] = {}
+        ws.listeners.append(self._on_message)
+
+    @classmethod
+    async def open(cls, notebook: RemoteNotebook) -> RawTunnel:
+        ws = await KernelWebsocket(notebook.endpoint, notebook.kernel_id, username="raw").connect()
+        info = await ask_kernel_info(ws)
+        route = await create_subshell(ws) if subshells_supported(info) else CONTROL
+        comm_id = uuid.uuid4().hex
+        content = {"comm_id": comm_id, "target_name": TARGET, "data": {"protocol": PROTOCOL}}
+        answer = await ask_comm(ws, route.message(ws, "comm_open", content), comm_id, 30)
+        assert answer.outcome == "ready", answer
+        return cls(ws, route, comm_id)
+
+    def _on_message(self, message: Message) -> None:
+        if message.channel != "iopub" or message.content.get("comm_id") != self.comm_id:
+            return
+        data = message.content.get("data")
+        self.answers.append(data if isinstance(data, dict) else {"raw": data})
+        if message.msg_type == "comm_close":
+            self.closed = data if isinstance(data, dict) else {}
+        payload = data.get("jsonrpc") if isinstance(data, dict) else None
+        if isinstance(payload, dict) and "id" in payload and ("result" in payload or "error" in payload):
+            waiter = self._waiters.pop(json.dumps(payload["id"]), None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(payload)
+
+    async def send(self, data: Any, msg_type: str = "ipymcp_msg", comm_id: str | None = None) -> Message:
+        content = {"comm_id": comm_id or self.comm_id, "data": data}
+        message = self.route.message(self.ws, msg_type, content)
+        await self.ws.send(message)
+        return message
+
+    async def request(self, payload: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
+        """Send one JSON-RPC request; its response (result or error)."""
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiters[json.dumps(payload["id"])] = waiter
+        await self.send({"jsonrpc": payload})
+        return await asyncio.wait_for(waiter, timeout)
+
+    async def initialize(self) -> None:
+        init = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}
+        reply = await self.request({"jsonrpc": "2.0", "id": "init", "method": "initialize", "params": init})
+        assert "result" in reply, reply
+        await self.send({"jsonrpc": {"jsonrpc": "2.0", "method": "notifications/initialized"}})
+
+    async def close(self) -> None:
+        await self.ws.send(self.route.message(self.ws, "comm_close", {"comm_id": self.comm_id, "data": {}}))
+        await delete_subshell(self.ws, self.route)
+        await self.ws.close()

@@ -289,6 +289,10 @@ class KernelTunnel:
         session.feed(payload, header)
 
     def _message_refusal(self, tunnel: Tunnel, payload: dict[str, Any]) -> str | None:
+        request_id = payload.get("id")
+        if "id" in payload and (isinstance(request_id, bool) or not isinstance(request_id, (str, int))):
+            # The SDK would read it as a notification and never answer: the client would wait forever.
+            return f"Invalid request id {request_id!r:.100}: MCP request ids are strings or integers."
         size = len(json.dumps(payload, separators=(",", ":"), default=str))
         if size > self.max_message_bytes:
             return (
