@@ -33,7 +33,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -54,35 +53,39 @@ MAX_IN_FLIGHT = 256
 INVALID_REQUEST = -32600
 
 
-@dataclass
 class TunnelPeer:
     """What the audit log says about a tunnel session's client (``ctx.request`` in the pipeline)."""
 
-    comm_id: str
-    channel: str  # where its messages arrive: subshell, control or shell
-    jupyter_session: str  # the Jupyter session id the client chose (its websocket connection)
     # Not an HTTP request: the pipeline's header and socket-peer lookups find nothing.
     headers = None
     client = None
+
+    def __init__(self, comm_id: str, channel: str, jupyter_session: str):
+        self.comm_id = comm_id
+        self.channel = channel  # where its messages arrive: subshell, control or shell
+        self.jupyter_session = jupyter_session  # the Jupyter session id the client chose
 
     @property
     def via(self) -> str:
         return f"jupyter-server ({self.channel}, comm {self.comm_id[:8]}, session {self.jupyter_session[:8]})"
 
 
-@dataclass
 class Tunnel:
-    """The kernel-thread side of one comm: its parents and its backlog until the server is up."""
+    """The kernel-thread side of one comm: its parents and its backlog until the server is up.
 
-    comm: Any
-    peer: TunnelPeer
-    opened_header: dict[str, Any]
-    last_parent: dict[str, Any]
-    parents: dict[Any, dict[str, Any]] = field(default_factory=dict)
-    backlog: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)
-    session: Any = None  # tunnel_session.TunnelSession once the server loop runs it
-    last_activity: float = field(default_factory=time.monotonic)
-    closed: bool = False
+    Plain classes here, not dataclasses: this module is imported during ``%load_ext``.
+    """
+
+    def __init__(self, comm: Any, peer: TunnelPeer, opened_header: dict[str, Any]):
+        self.comm = comm
+        self.peer = peer
+        self.opened_header = opened_header
+        self.last_parent = opened_header  # the latest tunnel message: parent of unrelated messages
+        self.parents: dict[Any, dict[str, Any]] = {}  # request id -> the message that carried it
+        self.backlog: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        self.session: Any = None  # tunnel_session.TunnelSession once the server loop runs it
+        self.last_activity = time.monotonic()
+        self.closed = False
 
     @property
     def comm_id(self) -> str:
@@ -161,7 +164,7 @@ class KernelTunnel:
         header = dict(msg.get("header") or {})
         data = (msg.get("content") or {}).get("data") or {}
         peer = TunnelPeer(comm.comm_id, _channel_of(header), str(header.get("session") or "")[:12])
-        tunnel = Tunnel(comm, peer, header, header)
+        tunnel = Tunnel(comm, peer, header)
         refusal = self._open_refusal(data)
         if refusal is not None:
             log.info("tunnel refused: %s", refusal)
