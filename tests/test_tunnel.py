@@ -210,3 +210,31 @@ def test_serve_http_false_beside_a_port_is_an_error_that_says_so() -> None:
         assert harness.run("import ipymcp._state as s; print(s.runtime)")["stdout"].strip() == "None"
     finally:
         harness.shutdown()
+
+
+@pytest.mark.parametrize("mode", ["legacy", "auto"])
+async def test_a_level_change_tells_tunnel_clients_the_tool_list_changed(notebook: RemoteNotebook, mode: str) -> None:
+    from mcp import types
+
+    seen: list[Any] = []
+
+    async def on_message(message: Any) -> None:
+        seen.append(message)
+
+    async with connect_kernel(notebook.endpoint, notebook.kernel_id, mode=mode, message_handler=on_message) as kernel:
+        assert "execute" in {tool.name for tool in (await kernel.client.list_tools()).tools}
+        try:
+            if mode == "legacy":
+                await notebook.run("%mcp permissions read")
+                deadline = time.monotonic() + 10
+                while not any(isinstance(m, types.ToolListChangedNotification) for m in seen):
+                    assert time.monotonic() < deadline, seen
+                    await asyncio.sleep(0.05)
+            else:
+                async with kernel.client.listen(tools_list_changed=True) as subscription:
+                    await notebook.run("%mcp permissions read")
+                    await asyncio.wait_for(subscription.__anext__(), 10)
+            names = {tool.name for tool in (await kernel.client.list_tools(cache_mode="bypass")).tools}
+        finally:
+            await notebook.run("%mcp permissions execute")
+    assert "execute" not in names and "list_variables" in names

@@ -46,9 +46,11 @@ class ToolListNotifier:
         self.connections: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def remember(self, request_ctx: Any) -> None:
-        """Called for every request: keep handshake-era connections that have a standalone stream."""
+        """Called for every request: keep handshake-era connections that have a standalone stream
+        (an HTTP session, or a Jupyter tunnel session: its comm is one, without a session id)."""
         connection = getattr(request_ctx.session, "_connection", None)
-        if connection is not None and connection.session_id and connection.has_standalone_channel:
+        tunnel = getattr(request_ctx.request, "via", None) is not None
+        if connection is not None and (connection.session_id or tunnel) and connection.has_standalone_channel:
             self.connections.add(connection)
 
     async def notify(self, mcp: MCPServer) -> None:
