@@ -238,3 +238,31 @@ async def test_a_level_change_tells_tunnel_clients_the_tool_list_changed(noteboo
         finally:
             await notebook.run("%mcp permissions execute")
     assert "execute" not in names and "list_variables" in names
+
+
+async def test_a_session_the_kernel_ends_fails_later_calls_with_the_reason(notebook: RemoteNotebook) -> None:
+    async with connect_kernel(notebook.endpoint, notebook.kernel_id) as kernel:
+        assert not (await kernel.client.call_tool("kernel_status", {})).is_error
+        await notebook.run("import time, ipymcp._state as _s; _s.runtime.tunnel.expire_idle(time.monotonic() + 10**6)")
+        with pytest.raises(MCPError, match=r"idle for more than 600 s \(c.IPyMCP.session_idle_timeout\).*did not run"):
+            await kernel.client.call_tool("kernel_status", {})
+        assert "idle" in kernel.transport.ended
+    async with connect_kernel(notebook.endpoint, notebook.kernel_id) as kernel:  # a new session works
+        assert not (await kernel.client.call_tool("kernel_status", {})).is_error
+
+
+async def test_a_kernel_restart_ends_the_session_with_a_sentence(server: Any) -> None:
+    nb = RemoteNotebook(server, "restarted.ipynb")
+    try:
+        await nb.load_ipymcp()
+        async with connect_kernel(nb.endpoint, nb.kernel_id) as kernel:
+            assert not (await kernel.client.call_tool("kernel_status", {})).is_error
+            nb.server.api("POST", f"/api/kernels/{nb.kernel_id}/restart")
+            deadline = time.monotonic() + 30
+            while not kernel.transport.ended and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            # ipymcp closes its tunnels at the shutdown request; the server's "restarting" comes after.
+            with pytest.raises(MCPError, match=r"(ipymcp was stopped in the kernel .*a restart|the kernel is restarting).*did not run"):
+                await kernel.client.call_tool("kernel_status", {})
+    finally:
+        nb.close()

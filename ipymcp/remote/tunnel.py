@@ -244,12 +244,13 @@ class KernelTunnelTransport:
             self._deliver(_error(key[1], f"{method}: {reason}"))
 
     def _end(self, reason: str) -> None:
+        """The kernel ended the session: calls in flight fail, and so does every later one (with the
+        reason) until the client closes the transport; the streams stay open for those answers."""
         if self.ended:
             return
         self.ended = reason
         self._fail_in_flight(f"{reason}; the call did not complete (it may or may not have run)")
         self._connected.set()  # let waiting sends fail fast
-        self._to_client.close()
         log.info("tunnel to kernel %s ended: %s", self.kernel_id, reason)
 
     # -- a dropped websocket ---------------------------------------------------------------------
@@ -329,7 +330,7 @@ class KernelTunnelTransport:
             await ws.close()
         if not self.ended:
             self.ended = "closed by the client"
-            self._to_client.close()
+        self._to_client.close()
 
 
 def _left(deadline: float) -> float:

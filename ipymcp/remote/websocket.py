@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -86,6 +87,11 @@ class KernelWebsocket:
             )
         except websockets.InvalidStatus as exc:
             raise KernelConnectionError(self._refusal(exc.response.status_code)) from None
+        except ssl.SSLCertVerificationError:
+            raise KernelConnectionError(
+                f"the TLS certificate of {self.endpoint.display_url} is not trusted: pass its CA bundle "
+                "(--ca-file, or SSL_CERT_FILE)"
+            ) from None
         except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
             raise KernelConnectionError(
                 f"could not open the websocket of kernel {self.kernel_id} at {self.endpoint.display_url}: "
