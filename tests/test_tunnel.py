@@ -266,3 +266,31 @@ async def test_a_kernel_restart_ends_the_session_with_a_sentence(server: Any) ->
                 await kernel.client.call_tool("kernel_status", {})
     finally:
         nb.close()
+
+
+async def test_the_main_shell_route_works_and_says_that_calls_wait_behind_the_users_cell(
+    notebook: RemoteNotebook,
+) -> None:
+    async with connect_kernel(notebook.endpoint, notebook.kernel_id, TunnelOptions(route="shell")) as kernel:
+        assert not kernel.route.answers_while_busy
+        assert "waits until the user's running cell has finished" in kernel.route.describe()
+        assert text_of(await kernel.client.call_tool("execute", {"code": "precious['user']"})).strip() == "'data'"
+
+
+@pytest.mark.compat
+async def test_without_subshells_or_control_handling_the_tunnel_falls_back_to_the_main_shell(
+    notebook: RemoteNotebook,
+) -> None:
+    if await kernel_version(notebook) >= (7, 0):
+        pytest.skip("ipykernel >= 7 always offers a subshell; the fallback is for older kernels")
+    # An ipymcp that does not handle its comms on control (as an older version would not).
+    await notebook.run(
+        "import ipymcp._state as _s; _k = get_ipython().kernel\n"
+        "for _t in ('comm_open', 'comm_msg', 'comm_close', 'ipymcp_msg'): _k.control_handlers.pop(_t, None)"
+    )
+    try:
+        async with connect_kernel(notebook.endpoint, notebook.kernel_id) as kernel:
+            assert kernel.route.kind == "shell" and not kernel.route.answers_while_busy
+            assert not (await kernel.client.call_tool("kernel_status", {})).is_error
+    finally:
+        await notebook.run("_s.runtime.tunnel.install()")  # puts the control handlers back
