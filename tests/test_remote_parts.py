@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import KERNEL_NAME
 from real_jupyter import JupyterServer
 
 from ipymcp.remote import Endpoint, EndpointError, ServerAPI, ServerError
@@ -156,3 +157,25 @@ async def test_tls_is_verified_and_a_ca_file_makes_the_server_trusted(https_serv
         assert "started" in await api.status()
     with pytest.raises(KernelConnectionError, match="does not exist"):  # TLS passed; the server answered 404
         await KernelWebsocket(trusted, "no-such-kernel").connect()
+
+
+async def test_the_rest_helpers_find_a_notebooks_kernel_and_restart_it(https_server: Any) -> None:
+    server, ca = https_server
+    (server.root / "rest.ipynb").write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    session = server.api("POST", "/api/sessions", {"path": "rest.ipynb", "type": "notebook", "kernel": {"name": KERNEL_NAME}})
+    kernel_id = session["kernel"]["id"]
+    endpoint = Endpoint(server.base, token=server.token, ca_file=str(ca))
+    async with ServerAPI(endpoint) as api:
+        found = [s for s in await api.sessions() if s["path"] == "rest.ipynb"]
+        assert [s["kernel"]["id"] for s in found] == [kernel_id]
+        assert (await api.kernel(kernel_id))["id"] == kernel_id
+        assert await api.kernel("no-such-kernel") is None
+        restarted = await api.restart_kernel(kernel_id)
+        assert restarted["id"] == kernel_id
+        with pytest.raises(ServerError, match="does not exist"):
+            await api.restart_kernel("no-such-kernel")
+    async with ServerAPI(Endpoint(server.base, token="wrong", ca_file=str(ca))) as api:
+        with pytest.raises(ServerError, match="refused the token") as refused:
+            await api.sessions()
+    assert "wrong" not in str(refused.value)
+    server.api("DELETE", f"/api/sessions/{session['id']}")
