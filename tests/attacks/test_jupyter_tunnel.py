@@ -147,3 +147,24 @@ async def test_unloading_ipymcp_closes_open_tunnels_and_removes_its_handlers(ser
         await raw.ws.close()
     finally:
         nb.close()
+
+
+async def test_sessions_beyond_the_cap_are_refused_and_the_open_ones_keep_working(notebook: RemoteNotebook) -> None:
+    # c.IPyMCP.max_sessions arrives with the HTTP session cap (issue 11.1); the tunnel's own limit is set here.
+    await notebook.run("import ipymcp._state as _s; _s.runtime.tunnel.max_sessions = 2")
+    opened = [await RawTunnel.open(notebook), await RawTunnel.open(notebook)]
+    try:
+        ws = await notebook.user()
+        comm_id = uuid.uuid4().hex
+        route = opened[0].route
+        content = {"comm_id": comm_id, "target_name": TARGET, "data": {"protocol": 1}}
+        answer = await ask_comm(ws, route.message(ws, "comm_open", content), comm_id, 30)
+        await ws.close()
+        assert answer.outcome == "closed" and "Too many open MCP sessions through Jupyter (2" in answer.error
+        for raw in opened:
+            await raw.initialize()
+            assert (await raw.request({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))["result"]["tools"]
+    finally:
+        for raw in opened:
+            await raw.close()
+        await notebook.run("_s.runtime.tunnel.max_sessions = 100")
