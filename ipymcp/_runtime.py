@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .processes import Processes
     from .server.app import Toolbox
     from .server.security import BearerAuth
+    from .server.tunnel import KernelTunnel
 
 log = logging.getLogger("ipymcp")
 
@@ -83,6 +84,8 @@ class Runtime:
         # The notebook views (labextension comms) and the activity output, once started.
         self.frontend: FrontendLink | None = None
         self.activity: ActivityLog | None = None
+        # MCP sessions through the kernel's Jupyter websocket (server/tunnel.py), once started.
+        self.tunnel: KernelTunnel | None = None
         # Permission level, approval, audit log, limits (ipymcp/policy).
         self.policy = Policy(self)
         self.inspection = InspectionPool(self.config.inspection_threads, self.policy.pacer.charge)
@@ -97,7 +100,7 @@ class Runtime:
 
     @property
     def url(self) -> str:
-        if self.server is None:
+        if self.server is None or not self.server.port:  # no HTTP listener (serve_http = False)
             return ""
         host = self.server.host if ":" not in self.server.host else f"[{self.server.host}]"
         return f"http://{host}:{self.server.port}/mcp"
@@ -116,11 +119,18 @@ class Runtime:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
+        if not self.config.serve_http and self.config.port:
+            raise ValueError(
+                f"c.IPyMCP.port = {self.config.port} (or IPYMCP_PORT) asks for an HTTP listener, but "
+                "c.IPyMCP.serve_http is False (or IPYMCP_SERVE_HTTP=0): drop one of the two"
+            )
         self._log_handler = _logging.configure(self.log_file)
-        # The remembered port and token after a restart, when the port is free.
-        sock, self.resumed = endpoint.bind_remembered(self.config, self.kernel_id, self.quick_notebook_path())
-        if self.resumed is not None and not self.config.token:
-            self.token_holder["token"] = str(self.resumed["token"])
+        sock = None
+        if self.config.serve_http:
+            # The remembered port and token after a restart, when the port is free.
+            sock, self.resumed = endpoint.bind_remembered(self.config, self.kernel_id, self.quick_notebook_path())
+            if self.resumed is not None and not self.config.token:
+                self.token_holder["token"] = str(self.resumed["token"])
         self.capture_hooks.install()
         self.main_thread.install()
         self.cells.install()
@@ -134,13 +144,19 @@ class Runtime:
         self.started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         self.notebook_path = self.quick_notebook_path()
         self._install_frontend()
-        self.server = BackgroundServer(
-            sock,
-            self._build_app,
-            self._on_ready,
-            max_connections=self.config.max_connections,
-            header_timeout=self.config.header_timeout,
-        )
+        self._install_tunnel()
+        if sock is None:
+            from .server.tunnel_only import TunnelOnlyServer
+
+            self.server = TunnelOnlyServer(self._build_mcp, self._on_ready)
+        else:
+            self.server = BackgroundServer(
+                sock,
+                self._build_app,
+                self._on_ready,
+                max_connections=self.config.max_connections,
+                header_timeout=self.config.header_timeout,
+            )
         self.server.start()
         log.info("starting at %s (kernel %s)", self.url, self.kernel_id)
 
@@ -155,18 +171,37 @@ class Runtime:
         except Exception:  # noqa: BLE001
             log.exception("notebook frontend link not started")
 
+    def _install_tunnel(self) -> None:
+        # MCP sessions through the kernel's Jupyter websocket (ipymcp.mcp comms); cheap, no SDK import.
+        from .server.tunnel import KernelTunnel
+
+        self.tunnel = KernelTunnel(self)
+        self.tunnel.install()
+        self.cleanups.append(self.tunnel.uninstall)
+
     def _build_app(self) -> Any:
         """On the server thread: the agent's process table, then the app (imports mcp, ~0.7 s)."""
-        from .processes import Processes
         from .server.app import build_app
+
+        self._before_first_request()
+        self.mcp, self.toolbox, self.http_auth = build_app(self)
+        return self.http_auth
+
+    def _build_mcp(self) -> None:
+        """On the server thread, without an HTTP listener: the tunnel is the only way in."""
+        from .server.app import build_mcp
+
+        self._before_first_request()
+        self.mcp, self.toolbox = build_mcp(self)
+
+    def _before_first_request(self) -> None:
+        from .processes import Processes
 
         config = self.config
         self.processes = Processes(config.process_buffer_bytes, config.process_stop_grace, config.max_processes)
         self.cleanups.append(self.processes.close)
         # Before the first request is served (the socket only queues connections until then).
         self.policy.tighten_from_notebook()
-        self.mcp, self.toolbox, self.http_auth = build_app(self)
-        return self.http_auth
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         if self.server is None:
@@ -177,8 +212,10 @@ class Runtime:
     def _on_ready(self) -> None:
         """On the server thread, once it accepts requests."""
         self.notebook_path = self._lookup_notebook_path() or self.notebook_path
-        discovery.write_private_json(self.runtime_file, self.runtime_info())
-        endpoint.remember(self)  # the same port and token after the next restart
+        self._attach_tunnel()
+        if self.config.serve_http:  # without a listener there is nothing for a runtime file to name
+            discovery.write_private_json(self.runtime_file, self.runtime_info())
+            endpoint.remember(self)  # the same port and token after the next restart
         self.came_back = endpoint.fresh_marker(self.resumed)
         if self.came_back is not None:
             self._report_come_back(self.came_back)
@@ -201,6 +238,12 @@ class Runtime:
         log.info("came back after a restart (%s)", marker)
         if self.frontend is not None:
             self.frontend.send_state()  # every view's banner says it came back
+
+    def _attach_tunnel(self) -> None:
+        from .server.tunnel_session import SessionHost
+
+        if self.tunnel is not None and self.server is not None and self.server.loop is not None:
+            self.tunnel.attach(SessionHost(self.server.loop, self.mcp, self.tunnel))
 
     def runtime_info(self) -> dict[str, Any]:
         return {
@@ -313,6 +356,8 @@ class _StatusLine:
 
 def status_sentence(runtime: Runtime) -> str:
     state = runtime.state
+    if state == "running" and not runtime.url:
+        return f"ipymcp {__version__}: MCP server ready, reachable only through Jupyter (no HTTP listener)"
     if state == "running":
         return (
             f"ipymcp {__version__}: MCP server ready at {runtime.url} "

@@ -30,6 +30,12 @@ class IPyMCP(Configurable):
         help="Host headers accepted (DNS-rebinding protection).",
     ).tag(config=True)
     start_timeout = Float(20.0, help="Seconds to wait for the server thread to come up.").tag(config=True)
+    serve_http = Bool(
+        True,
+        help="Listen for MCP clients over HTTP on host:port. False: no listener at all; agents reach "
+        "the kernel only through its Jupyter server (ipymcp.mcp comms, e.g. from a remote client), and "
+        "no runtime file is written. Setting port as well is an error. Env: IPYMCP_SERVE_HTTP=0.",
+    ).tag(config=True)
 
     execute_timeout = Float(
         60.0, help="Seconds execute waits in total (queue + run) when the call gives no timeout."
@@ -191,6 +197,10 @@ class IPyMCP(Configurable):
     @default("port")
     def _default_port(self) -> int:
         return int(os.environ.get("IPYMCP_PORT") or 0)
+
+    @default("serve_http")
+    def _default_serve_http(self) -> bool:
+        return os.environ.get("IPYMCP_SERVE_HTTP", "1").strip().lower() not in ("0", "false", "no", "off")
 
     @default("permissions")
     def _default_permissions(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -26,9 +27,17 @@ class JupyterServer:
     # The interpreter of the server's environment (its kernels run there too, as python3).
     python = sys.executable
 
-    def __init__(self, root: Path, module: str = "jupyter_server", extra_args: tuple[str, ...] = (), timeout: float = 90):
+    def __init__(
+        self,
+        root: Path,
+        module: str = "jupyter_server",
+        extra_args: tuple[str, ...] = (),
+        timeout: float = 90,
+        tls_ca: Path | None = None,  # serving https (certfile/keyfile in extra_args) with a cert from this CA
+    ):
         self.root, self.port, self.token = root, free_port(), uuid.uuid4().hex
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.base = f"{'https' if tls_ca else 'http'}://127.0.0.1:{self.port}"
+        self.ssl_context = ssl.create_default_context(cafile=str(tls_ca)) if tls_ca else None
         self.log = open(root.parent / "jupyter-server.log", "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [
@@ -55,7 +64,7 @@ class JupyterServer:
             data=None if body is None else json.dumps(body).encode(),
             headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - loopback
+        with urllib.request.urlopen(request, timeout=timeout, context=self.ssl_context) as response:  # noqa: S310
             raw = response.read()
         return json.loads(raw) if raw else None
 

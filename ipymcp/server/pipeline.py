@@ -410,6 +410,9 @@ def _client(ctx: Any) -> dict[str, Any]:
     peer = getattr(request, "client", None)
     if peer is not None:
         client["peer"] = f"{peer.host}:{peer.port}"
+    via = getattr(request, "via", None)  # a tunnel session (server/tunnel.py TunnelPeer)
+    if isinstance(via, str):
+        client["via"] = via
     return client
 
 

@@ -57,9 +57,11 @@ class ToolListNotifier:
         self.connections: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def remember(self, request_ctx: Any) -> None:
-        """Called for every request: keep handshake-era connections that have a standalone stream."""
+        """Called for every request: keep handshake-era connections that have a standalone stream
+        (an HTTP session, or a Jupyter tunnel session: its comm is one, without a session id)."""
         connection = getattr(request_ctx.session, "_connection", None)
-        if connection is not None and connection.session_id and connection.has_standalone_channel:
+        tunnel = getattr(request_ctx.request, "via", None) is not None
+        if connection is not None and (connection.session_id or tunnel) and connection.has_standalone_channel:
             self.connections.add(connection)
 
     async def notify(self, mcp: MCPServer) -> None:
@@ -85,3 +87,14 @@ async def terminate_sessions(mcp: MCPServer) -> None:
             await transport.terminate()
         except Exception:  # noqa: BLE001 - a session that ended meanwhile
             pass
+
+
+async def serve_streams(mcp: MCPServer, read_stream: Any, write_stream: Any) -> None:
+    """Serve one MCP session over a pair of memory streams (a tunnel comm), until ``read_stream`` ends.
+
+    ``MCPServer`` offers stdio and HTTP runners only; the SDK's own in-memory transport reaches the
+    low-level server the same way (``mcp.client._memory``). The initialization options carry
+    ``advertise_tools_list_changed``'s flag.
+    """
+    lowlevel = mcp._lowlevel_server
+    await lowlevel.run(read_stream, write_stream, lowlevel.create_initialization_options())

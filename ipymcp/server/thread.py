@@ -107,7 +107,7 @@ class BackgroundServer:
         # asyncio's default handler logs to the "asyncio" logger, which the user's code owns and
         # which, without a handler, prints into whatever cell runs: this loop's errors (failed
         # accepts, unretrieved task exceptions) go to ipymcp's log file instead.
-        self.loop.set_exception_handler(_log_loop_error)
+        self.loop.set_exception_handler(log_loop_error)
         self.gate.start(self.loop)
         task = asyncio.ensure_future(self.server.serve(sockets=[self.sock]))
         while not self.server.started and not task.done():
@@ -163,7 +163,7 @@ class BackgroundServer:
 _last_loop_error: dict[str, float] = {}
 
 
-def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+def log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
     """The server loop's exception handler: one line in ipymcp's log per kind of error per 10 s."""
     message = str(context.get("message") or "error in the server loop")
     exception = context.get("exception")
