@@ -135,7 +135,11 @@ class Runtime:
         self.main_thread.install()
         self.cells.install()
         self.history = HistoryStore(
-            self.shell, self.kernel, self.config.history_max_bytes, self.config.history_max_output_bytes
+            self.shell,
+            self.kernel,
+            self.config.history_max_bytes,
+            self.config.history_max_output_bytes,
+            agent_cell_of=self.cells.agent_cell_of,
         )
         self.history.install()
         self.cleanups.append(self.history.uninstall)

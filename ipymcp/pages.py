@@ -114,7 +114,10 @@ def _fair_shares(lengths: list[int], total: int) -> list[int]:
 def _entry_header(entry: Entry) -> str:
     if isinstance(entry, EarlierInput):
         return f"── [In {entry.execution_count}] user · outputs not captured ──"
-    if entry.source == "agent":
+    if entry.source == "agent" and entry.agent_id is None:  # a notebook cell the agent ran
+        name = f"In {entry.execution_count}"
+        who = f"agent ({entry.mode})"
+    elif entry.source == "agent":
         name = f"{entry.agent_id}" + (
             f" = In {entry.execution_count}" if entry.execution_count is not None else ""
         )

@@ -31,6 +31,7 @@ import itertools
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -303,10 +304,17 @@ class HistoryStore:
     """The capture store; ``install`` taps the kernel session, ``uninstall`` removes the tap."""
 
     def __init__(
-        self, shell: Any, kernel: Any, max_bytes: int = 64 * 2**20, max_output_bytes: int = 4 * 2**20
+        self,
+        shell: Any,
+        kernel: Any,
+        max_bytes: int = 64 * 2**20,
+        max_output_bytes: int = 4 * 2**20,
+        agent_cell_of: Callable[[str], str] | None = None,
     ):
         self.shell = shell
         self.kernel = kernel
+        # Which notebook cell the agent asked to run, by request msg_id (kernel.status.CellTracker).
+        self.agent_cell_of = agent_cell_of or (lambda msg_id: "")
         self.max_bytes = max(1, int(max_bytes))
         self.max_output_bytes = max(1000, min(int(max_output_bytes), self.max_bytes))
         self.cells: collections.OrderedDict[str, CellRecord] = collections.OrderedDict()
@@ -440,13 +448,15 @@ class HistoryStore:
         if key in self.cells:  # the loading cell, adopted at install
             self.cells[key].code = content.get("code", "")
             return
+        agent_cell = self.agent_cell_of(key)
         self.cells[key] = CellRecord(
             key=key,
-            source="user",
+            source="agent" if agent_cell else "user",
             code=content.get("code", ""),
             execution_count=count if isinstance(count, int) else None,
             started=_now(),
             t0=time.monotonic(),
+            mode=f"notebook cell {agent_cell}" if agent_cell else None,
         )
         self.total += len(self.cells[key].code)
         self.cells[key].size = len(self.cells[key].code)
@@ -735,7 +745,7 @@ class HistoryStore:
         manager = getattr(self.shell, "history_manager", None)
         raw = list(getattr(manager, "input_hist_raw", None) or [])
         reprs = dict(getattr(manager, "output_hist_reprs", None) or {})
-        adopted = {c.execution_count for c in list(self.cells.values()) if c.source == "user"}
+        adopted = {c.execution_count for c in list(self.cells.values()) if c.execution_count is not None}
         entries = []
         for count in range(1, min(first, len(raw))):
             if count in adopted:

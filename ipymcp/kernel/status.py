@@ -9,6 +9,8 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +28,9 @@ class RunningCell:
     # The cell that was running when this request started (a request handled inside a cell, as
     # UI-polling libraries do): it is the running cell again when this one ends.
     outer: RunningCell | None = None
+    # The notebook cell id when the agent asked the notebook to run it (execute_cell,
+    # insert_cell(execute=True)): the cell is the agent's, not the user's.
+    agent_cell_id: str = ""
 
 
 class CellTracker:
@@ -53,6 +58,9 @@ class CellTracker:
         self._original: Any = None
         self._wrapper: Any = None
         self._active = False
+        # Notebook cell ids the agent has asked the notebook view to run, not yet started.
+        self._agent_requests: list[str] = []
+        self._agent_lock = threading.Lock()
 
     def install(self) -> None:
         handlers = getattr(getattr(self.shell, "kernel", None), "shell_handlers", None)
@@ -95,6 +103,7 @@ class CellTracker:
                 started=time.monotonic(),
                 msg_id=str(header.get("msg_id") or ""),
                 outer=self.running,
+                agent_cell_id=self._claim_agent_request(request.get("metadata") or {}),
             )
         except Exception:  # noqa: BLE001 - a malformed request still runs; the kernel answers it
             log.debug("could not follow an execute_request", exc_info=True)
@@ -106,7 +115,48 @@ class CellTracker:
         if self.running is cell:
             self.running = cell.outer
 
+    # -- cells the agent runs through the notebook view -----------------------------------------
+    @contextmanager
+    def agent_request(self, cell_id: str) -> Iterator[None]:
+        """While the agent waits for the notebook view to run ``cell_id``: the request that comes
+        back for that cell (JupyterLab and Notebook 7 put ``cellId`` in its metadata) is the
+        agent's. A request the view never sent is forgotten on exit."""
+        with self._agent_lock:
+            self._agent_requests.append(cell_id)
+        try:
+            yield
+        finally:
+            with self._agent_lock:
+                if cell_id in self._agent_requests:
+                    self._agent_requests.remove(cell_id)
+
+    def _claim_agent_request(self, metadata: dict[str, Any]) -> str:
+        cell_id = metadata.get("cellId")
+        if not isinstance(cell_id, str) or not cell_id:
+            return ""
+        with self._agent_lock:
+            if cell_id not in self._agent_requests:
+                return ""
+            self._agent_requests.remove(cell_id)  # one run per request: a later run is the user's
+        return cell_id
+
+    def agent_cell_of(self, msg_id: str) -> str:
+        """The notebook cell id if the running request ``msg_id`` is one the agent asked for."""
+        cell = self.running
+        while cell is not None:
+            if cell.msg_id == msg_id:
+                return cell.agent_cell_id
+            cell = cell.outer
+        return ""
+
+    @property
+    def user_running(self) -> RunningCell | None:
+        """The running cell if the user started it (not a notebook cell the agent asked to run)."""
+        cell = self.running
+        return cell if cell is not None and not cell.agent_cell_id else None
+
     def user_cell_busy(self) -> bool:
+        """A cell from the notebook runs (the user's, or one the agent asked the notebook to run)."""
         return self.running is not None
 
     def next_execution_count(self) -> int:
@@ -124,6 +174,11 @@ class CellTracker:
         cell = self.running
         if cell is not None:
             seconds = time.monotonic() - cell.started
+            if cell.agent_cell_id:
+                return (
+                    f"notebook cell {cell.agent_cell_id} [{cell.execution_count}], run by the agent "
+                    f"(execute_cell), running for {seconds:.0f} s"
+                )
             return f"user cell [{cell.execution_count}] running for {seconds:.0f} s"
         current = self.main_thread.current
         if current is not None:

@@ -33,7 +33,7 @@ def get_history(
     include_outputs: Annotated[bool, Field(description="include outputs (text and images)")] = True,
     source: Annotated[
         Literal["all", "user", "agent"],
-        Field(description="user: the user's cells; agent: your execute calls"),
+        Field(description="user: the user's cells; agent: your execute calls and the notebook cells you ran"),
     ] = "all",
 ) -> Annotated[CallToolResult, HistoryResult]:
     """The most recent cells run in this kernel, newest last, with what they printed and displayed.

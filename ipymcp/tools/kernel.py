@@ -162,7 +162,8 @@ async def kernel_status(services: Services) -> KernelStatus:
 
     Includes: idle/busy, execution_count (the number the next cell will get: In [n]), the
     running user cell (its number, code head, seconds running, the innermost notebook frames),
-    any running agent job, versions, pid, memory, cwd and notebook path. Call it when execute
+    or agent_cell when the running notebook cell is one you ran with execute_cell, any running
+    agent job, versions, pid, memory, cwd and notebook path. Call it when execute
     says the kernel is busy.
     """
     cells, main_thread, policy = services.cells, services.main_thread, services.policy
@@ -183,12 +184,16 @@ async def kernel_status(services: Services) -> KernelStatus:
     }
     running = cells.running
     if running is not None:
-        status["user_cell"] = {
+        cell = {
             "execution_count": running.execution_count,
             "code_head": first_line(running.code, 300),
             "running_s": round(time.monotonic() - running.started, 1),
             "frames": main_thread_user_frames(),
         }
+        if running.agent_cell_id:  # a notebook cell the agent asked to run: not the user's
+            status["agent_cell"] = {"cell_id": running.agent_cell_id, **cell}
+        else:
+            status["user_cell"] = cell
     job = main_thread.current
     if job is not None:
         started = job.started if job.started is not None else job.submitted
@@ -217,17 +222,29 @@ async def interrupt(
 ) -> str:
     """Interrupt running code with KeyboardInterrupt.
 
-    target="agent" (default) stops your own running execute call. target="user" stops the
+    target="agent" (default) stops your own running execute call, or a notebook cell you ran
+    with execute_cell / insert_cell(execute=True). target="user" stops the
     cell the USER is running — their work is lost; do it only when they asked you to.
     """
-    main_thread = services.main_thread
+    main_thread, running = services.main_thread, services.cells.running
     if target == "agent":
         job = main_thread.current
-        if job is None:
-            return "No agent code is running."
-        main_thread.interrupt()
-        return f"Interrupted the running agent job: {job.description}"
-    running = services.cells.running
+        if job is not None:
+            main_thread.interrupt()
+            return f"Interrupted the running agent job: {job.description}"
+        if running is not None and running.agent_cell_id:
+            os.kill(os.getpid(), signal.SIGINT)
+            return (
+                f"Sent KeyboardInterrupt to notebook cell {running.agent_cell_id} [{running.execution_count}], "
+                "which the agent ran with execute_cell."
+            )
+        return "No agent code is running."
+    if running is not None and running.agent_cell_id and main_thread.current is None:
+        raise ToolError(
+            f"No user cell is running: the running cell is notebook cell {running.agent_cell_id} "
+            f"[{running.execution_count}], which the agent ran with execute_cell; interrupt(target='agent') "
+            "stops it. Nothing was interrupted."
+        )
     if running is None or main_thread.current is not None:
         raise ToolError("No user cell is running; nothing was interrupted.")
     os.kill(os.getpid(), signal.SIGINT)

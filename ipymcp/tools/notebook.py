@@ -249,12 +249,19 @@ async def _run_cell(services: Services, cell_id: str, timeout: float, ctx: Conte
     cells = services.cells
 
     async def tick(elapsed: float) -> None:
-        message = f"queued: {cells.describe_wait()}" if cells.user_cell_busy() else f"running for {elapsed:.0f} s"
+        running = cells.running
+        if running is not None and running.agent_cell_id == cell_id:
+            message = f"running for {time.monotonic() - running.started:.0f} s"
+        elif running is not None:
+            message = f"queued: {cells.describe_wait()}"
+        else:
+            message = f"waiting for the notebook to run it ({elapsed:.0f} s)"
         await report_progress(ctx.report_progress, elapsed, message)
 
     started = time.monotonic()
     try:
-        cell = await _link(services).arequest("execute_cell", {"cell_id": cell_id}, timeout, tick)
+        with cells.agent_request(cell_id):  # its run is the agent's, not the user's
+            cell = await _link(services).arequest("execute_cell", {"cell_id": cell_id}, timeout, tick)
     except StaleCellError as err:
         raise ToolError(f"{STALE_HINT} ({err})") from None
     except FrontendTimeout:

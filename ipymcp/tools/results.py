@@ -70,6 +70,15 @@ class UserCell(TypedDict):
 
 
 @with_config(_SCHEMA)
+class AgentCell(TypedDict):
+    cell_id: str  # the notebook cell the agent asked to run (execute_cell)
+    execution_count: int | None
+    code_head: str
+    running_s: float
+    frames: list[dict[str, Any]]
+
+
+@with_config(_SCHEMA)
 class AgentJobStatus(TypedDict):
     code_head: str
     running_s: float
@@ -90,6 +99,7 @@ class KernelStatus(TypedDict):
     features: dict[str, bool]
     frontend: dict[str, Any] | None
     user_cell: NotRequired[UserCell]
+    agent_cell: NotRequired[AgentCell]
     agent_job: NotRequired[AgentJobStatus]
     agent_jobs_queued: NotRequired[int]
 

@@ -222,6 +222,39 @@ async def _traffic_then_interrupt(notebook: BusyNotebook, client: Any, send: Any
 _CELL = "window.jupyterapp.shell.currentWidget.content.widgets[{}]"
 
 
+async def test_a_cell_the_agent_runs_in_the_notebook_is_the_agents_not_the_users(notebook: BusyNotebook) -> None:
+    """execute_cell makes the notebook run a cell: while it runs, kernel_status, execute's wait
+    sentence, interrupt and the history say it is the agent's run (they called it "user cell [n]")."""
+    nb, index = notebook.nb, CELL_INDEX[SLEEPS]
+    cell_id = await nb.page.evaluate(f"() => {_CELL.format(index)}.model.id")
+    async with agent(notebook.info) as client:
+        run = asyncio.create_task(client.call_tool("execute_cell", {"cell_id": cell_id, "timeout": 90}))
+        try:
+            status = await status_until(client, lambda s: "agent_cell" in s or "user_cell" in s)
+            assert "user_cell" not in status, status  # nobody but the agent started a cell
+            running = status["agent_cell"]
+            assert running["cell_id"] == cell_id and "time.sleep(60)" in running["code_head"], running
+            count = running["execution_count"]
+            waited = await client.call_tool("execute", {"code": "1", "timeout": 1})
+            assert f"notebook cell {cell_id} [{count}], run by the agent" in text_of(waited), text_of(waited)
+            refused = await client.call_tool("interrupt", {"target": "user"})
+            assert refused.is_error and "No user cell is running" in text_of(refused), text_of(refused)
+            stopped = await client.call_tool("interrupt", {"target": "agent"})
+            assert not stopped.is_error and f"notebook cell {cell_id} [{count}]" in text_of(stopped), text_of(stopped)
+            ran = await run
+            assert ran.is_error and "KeyboardInterrupt" in text_of(ran), text_of(ran)
+            history = await client.call_tool("get_history", {"last": 3, "include_outputs": False, "source": "agent"})
+            assert f"[In {count}] agent (notebook cell {cell_id})" in text_of(history), text_of(history)
+            # The user's next run of the same cell is the user's again.
+            await nb.run_cell(index)
+            status = await user_cell_running(client, "import time")
+            assert "agent_cell" not in status and status["user_cell"]["execution_count"] > count, status
+        finally:
+            if not run.done():
+                run.cancel()
+            await _stop_the_cell(nb, index)
+
+
 async def _stop_the_cell(nb: NotebookPage, index: int) -> None:
     if await nb.page.evaluate(f"() => {_CELL.format(index)}.model.executionCount") is None:
         await nb.page.evaluate(f"() => {KERNEL}.interrupt()")
