@@ -161,12 +161,12 @@ class Proxy:
         self._tg.start_soon(self._watch, upstream)
         return upstream
 
-    async def ensure_upstream(self) -> Upstream:
+    async def ensure_upstream(self, *, agent: bool = True) -> Upstream:
         """The live upstream, reconnecting (re-discovering) if there is none."""
         async with self._switch_lock:
             if self.upstream is not None and not self.upstream.dead.is_set():
                 return self.upstream
-            info, because = await self._rediscover()
+            info, because = await self._rediscover(agent=agent)
             if info is None and self._bound():
                 raise NotebookAway(self.binding)  # type: ignore[arg-type]
             if info is None:
@@ -215,7 +215,7 @@ class Proxy:
             if info is None:
                 continue
             try:
-                await self.ensure_upstream()
+                await self.ensure_upstream(agent=False)
             except ConnectError as exc:
                 if str(exc) != self._last_problem:
                     log.info("%s", exc)
@@ -545,7 +545,7 @@ class Proxy:
     async def serve(self, read_stream: Any, write_stream: Any) -> None:
         async with anyio.create_task_group() as tg:
             self._tg = tg
-            info, because = self.choose(await self.kernels(), self.selection)
+            info, because = await self._rediscover()
             if info is None:
                 self._last_problem = because
                 log.warning("%s; waiting for one (run `%%load_ext ipymcp` in a notebook)", because)

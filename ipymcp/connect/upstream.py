@@ -101,20 +101,28 @@ class Upstream:
 
     async def _listen(self, client: Client) -> None:
         """List-changed events of the 2026-07-28 era; its end also tells that the server went away."""
-        try:
-            async with client.listen(
-                tools_list_changed=True, prompts_list_changed=True, resources_list_changed=True
-            ) as subscription:
-                async for event in subscription:
-                    await self._on_event(event)
-        except ListenNotSupportedError:
-            return  # a handshake-era server: list changes arrive through _on_message
-        except Exception as exc:  # noqa: BLE001
-            if self._stop.is_set():
-                return
-            self.error = exc
-            log.info("event stream from %s ended: %s", self.info.get("url"), root_cause(exc))
+        while True:
+            try:
+                async with client.listen(
+                    tools_list_changed=True, prompts_list_changed=True, resources_list_changed=True
+                ) as subscription:
+                    async for event in subscription:
+                        await self._on_event(event)
+            except ListenNotSupportedError:
+                return  # a handshake-era server: list changes arrive through _on_message
+            except Exception as exc:  # noqa: BLE001
+                if self._stop.is_set():
+                    return
+                if self.listen_again(exc):
+                    continue
+                self.error = exc
+                log.info("event stream from %s ended: %s", self.info.get("url"), root_cause(exc))
+            break
         self._stop.set()
+
+    def listen_again(self, exc: Exception) -> bool:
+        """Whether the listen stream failed while the server is still there (then it is re-opened)."""
+        return False
 
     async def _on_message(self, message: Any) -> None:
         events = {

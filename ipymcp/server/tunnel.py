@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -208,6 +209,7 @@ class KernelTunnel:
             "message_type": MESSAGE_TYPE,
             "server": f"ipymcp {__version__}",
             "kernel_id": self.runtime.kernel_id,
+            "pid": os.getpid(),  # tells a client the kernel after a restart from the one before
         }
 
     def _start(self, tunnel: Tunnel) -> None:
