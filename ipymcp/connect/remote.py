@@ -27,8 +27,8 @@ from typing import Any
 
 import anyio
 import mcp_types as types
-from mcp.server.subscriptions import PromptsListChanged, ResourcesListChanged, ToolsListChanged
 from mcp.client.subscriptions import SubscriptionLost
+from mcp.server.subscriptions import PromptsListChanged, ResourcesListChanged, ToolsListChanged
 from mcp.shared.exceptions import MCPError
 
 from ..remote import Endpoint, KernelTunnelTransport, ServerAPI, ServerError, TunnelOptions, probe_kernel
