@@ -260,7 +260,8 @@ async def test_a_kernel_that_is_gone_gives_one_error_then_the_notebooks_new_kern
             await second.run("generation = 2")
             lost = await b.call("execute", {"code": "generation"})
             assert lost.is_error and "reborn.ipynb" in text_of(lost), text_of(lost)
-            assert "did not run" in text_of(lost) or "did not complete" in text_of(lost)
+            assert "shut down" in text_of(lost) and "did not run" in text_of(lost)
+            assert second.kernel_id in text_of(lost)  # where calls go now
             assert await b.run("generation") == "2"
     finally:
         first.close()

@@ -34,7 +34,7 @@ from mcp.shared.exceptions import MCPError
 from ..remote import Endpoint, KernelTunnelTransport, ServerAPI, ServerError, TunnelOptions, probe_kernel
 from ..remote.tunnel import CONNECTION_LOST
 from ..text import report_progress
-from .proxy import RESTART_TIMEOUT, Proxy, _restart_started
+from .proxy import RESTART_TIMEOUT, Proxy, _lost_sentence, _restart_started
 from .selection import ConnectError, Selection, choose_kernel, describe_kernel
 from .upstream import ConnectionLost, Upstream
 
@@ -43,6 +43,8 @@ log = logging.getLogger("ipymcp.connect")
 # A probe is one short kernel request; a kernel that does not answer in this time is skipped
 # (not remembered: it may be busy on an old ipykernel).
 PROBE_TIMEOUT = 8.0
+# How long a session that ended without saying why is watched for its kernel's shutdown (REST).
+GONE_WAIT = 5.0
 
 
 def kernel_info(endpoint: Endpoint, session: dict[str, Any]) -> dict[str, Any] | None:
@@ -115,10 +117,11 @@ class RemoteKernels:
 class RemoteUpstream(Upstream):
     """One MCP session with a kernel's ipymcp, through its websocket on the Jupyter server."""
 
-    def __init__(self, info: dict[str, Any], on_event: Any, endpoint: Endpoint, options: TunnelOptions):
+    def __init__(self, info: dict[str, Any], on_event: Any, kernels: RemoteKernels):
         super().__init__(info, on_event)
-        self.endpoint = endpoint
-        self.options = options
+        self.kernels = kernels
+        self.endpoint = kernels.endpoint
+        self.options = kernels.options
         self.transport: KernelTunnelTransport | None = None
 
     async def open_transport(self, stack: contextlib.AsyncExitStack) -> Any:
@@ -134,12 +137,24 @@ class RemoteUpstream(Upstream):
         if "idle for more than" in reason:
             # The kernel ended a session nobody used: nothing was lost, the next call reconnects.
             self.loss_reported = True
+            self.loss = f"The MCP session with {describe_kernel(self.info)} had ended ({reason}); this call did not run: retry it."
         elif "kernel is restarting" not in reason and "kernel is dead" not in reason:
-            # Not known to be a restart (the websocket could not be re-opened, %unload_ext…):
-            # the variables may well still be there.
-            self.loss = f"The session with {describe_kernel(self.info)} ended ({reason}); this call did not run."
-        log.info("session with %s ended: %s", describe_kernel(self.info), reason)
+            self.loss = await self._loss_sentence(reason)  # before dead: the proxy reads it then
         self.close()
+        self.dead.set()  # unusable now; closing the transport can take seconds on a gone kernel
+        log.info("session with %s ended: %s", describe_kernel(self.info), reason)
+
+    async def _loss_sentence(self, reason: str) -> str:
+        """Not known to be a restart: REST tells a kernel that was shut down from one still there
+        (the websocket could not be re-opened, %unload_ext…: its variables may well be there)."""
+        # ipymcp stops at the shutdown request, a moment before the server forgets the kernel.
+        deadline = anyio.current_time() + GONE_WAIT
+        with contextlib.suppress(ServerError):
+            while anyio.current_time() < deadline:
+                if await self.kernels.api.kernel(self.info["kernel_id"]) is None:
+                    return _lost_sentence(self.info).replace("it restarted or shut down", "it was shut down")
+                await anyio.sleep(0.25)
+        return f"The session with {describe_kernel(self.info)} ended ({reason}); this call did not run."
 
     def listen_again(self, exc: Exception) -> bool:
         # A dropped websocket fails every request in flight, the listen stream too; the transport
@@ -157,20 +172,27 @@ class RemoteUpstream(Upstream):
         return f"could not open an MCP session with {describe_kernel(self.info)} through the Jupyter server: {cause}"
 
     async def call(self, fn: Callable[[Any], Awaitable[Any]]) -> Any:
+        """As ``Upstream.call``; once the kernel ended the session, one sentence says why (the
+        dropped websocket's "may or may not have run" error passes as it is)."""
+        transport = self.transport
+        if transport is not None and transport.ended:
+            await self.dead.wait()  # the loss sentence is ready then
+            raise ConnectionLost(self.error, self.loss_text("did not run"))
         try:
             return await super().call(fn)
         except MCPError as exc:
-            transport = self.transport
             if exc.code != CONNECTION_LOST or transport is None or not transport.ended:
-                raise  # a dropped websocket (re-opened): its "may or may not have run" error as it is
-            # The kernel ended the session under this call (restart, death): one error for the loss.
-            await anyio.sleep(0)
-            raise ConnectionLost(exc, _ended_sentence(self.info, exc.error.message)) from exc
+                raise
+            cause: BaseException = exc
+        except ConnectionLost as exc:
+            if transport is None or not transport.ended:
+                raise
+            cause = exc
+        await self.dead.wait()
+        raise ConnectionLost(cause, self.loss_text("did not complete")) from cause
 
-
-def _ended_sentence(info: dict[str, Any], message: str) -> str:
-    reason = message.split(": ", 1)[-1] if message.startswith("tools/call: ") else message
-    return f"The session with {describe_kernel(info)} ended while this call was under way: {reason}."
+    def loss_text(self, ran: str) -> str:
+        return self.loss.replace("did not run", ran) if self.loss else _lost_sentence(self.info, ran)
 
 
 class RemoteProxy(Proxy):
@@ -205,7 +227,7 @@ class RemoteProxy(Proxy):
         return kernels[0], f"the most recently active notebook with ipymcp on {self.endpoint.display_url}"
 
     def new_upstream(self, info: dict[str, Any]) -> Upstream:
-        return RemoteUpstream(info, self._forward_event, self.endpoint, self.options)
+        return RemoteUpstream(info, self._forward_event, self.remote)
 
     async def connect(self, info: dict[str, Any], because: str) -> Upstream:
         try:

@@ -232,11 +232,13 @@ class KernelTunnelTransport:
         if "id" in payload and ("result" in payload or "error" in payload):
             self._in_flight.pop(_key(payload["id"]), None)
         try:
-            message = jsonrpc_message_adapter.validate_python(payload, by_name=False)
+            message: SessionMessage | Exception = SessionMessage(
+                jsonrpc_message_adapter.validate_python(payload, by_name=False)
+            )
         except Exception as exc:  # noqa: BLE001 - handed to the session, which reports it
-            self._to_client.send_nowait(exc)
-            return
-        self._to_client.send_nowait(SessionMessage(message))
+            message = exc
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self._to_client.send_nowait(message)  # not once the client has stopped reading
 
     def _fail_call(self, payload: dict[str, Any], reason: str) -> None:
         if "method" in payload and "id" in payload:
