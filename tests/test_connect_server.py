@@ -340,3 +340,24 @@ def test_server_options_are_checked_before_anything_is_sent() -> None:
     assert in_url.returncode == 2 and "JUPYTER_TOKEN" in in_url.stderr and "secret" not in in_url.stderr
     alone = connect("--ca-file", "/nonexistent")
     assert alone.returncode == 2 and "need --server" in alone.stderr
+
+
+@pytest.mark.compat
+async def test_on_the_main_shell_the_agent_is_told_that_calls_wait_behind_the_users_cell(server: Any) -> None:
+    nb = RemoteNotebook(server, "shell.ipynb")
+    try:
+        await nb.load_ipymcp()
+        if "7." == (await nb.run("import ipykernel; print(ipykernel.__version__)"))[:2]:
+            pytest.skip("ipykernel >= 7 always offers a subshell; the main shell is for older kernels")
+        # An ipymcp that does not handle its comms on control (as an older version would not).
+        await nb.run(
+            "_k = get_ipython().kernel\n"
+            "for _t in ('comm_open', 'comm_msg', 'comm_close', 'ipymcp_msg'): _k.control_handlers.pop(_t, None)"
+        )
+        args, env = server_args(server)
+        async with bridge(*args, "--notebook", "shell.ipynb", env=env) as b:
+            assert not (await b.call("kernel_status")).is_error
+            assert "waits until the user's running cell has finished" in b.client.instructions
+        assert "waits until the user's running cell has finished" in b.stderr
+    finally:
+        nb.close()
