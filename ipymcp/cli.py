@@ -14,8 +14,10 @@ from .clients import CLIENTS, stdio_snippet, write_config
 
 SELECTION_HELP = """\
 Which kernel: --notebook PATH (path or file name), --kernel-id ID, --url URL --token TOKEN (also
-IPYMCP_URL / IPYMCP_TOKEN, or SERVER_URL / TOKEN / NOTEBOOK_PATH); otherwise the kernel whose
-notebook is under the current directory, else the most recently started one."""
+IPYMCP_URL / IPYMCP_TOKEN); otherwise the kernel whose notebook is under the current directory,
+else the most recently started one. A notebook on a Jupyter server elsewhere: --server URL (or
+SERVER_URL, with TOKEN and NOTEBOOK_PATH; a SERVER_URL ending in /mcp is ipymcp's own URL, as
+--url), the token from JUPYTER_TOKEN or --server-token-file."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         description="A stdio MCP server for clients that start commands (Claude Desktop, ...). " + SELECTION_HELP,
     )
     _selection_arguments(connect, with_url=True)
+    _server_arguments(connect)
     connect.add_argument("-q", "--quiet", action="store_true", help="log warnings only (stderr)")
 
     listing = commands.add_parser("list", help="list the kernels that have ipymcp loaded")
@@ -75,10 +78,29 @@ def _selection_arguments(parser: argparse.ArgumentParser, with_url: bool) -> Non
         parser.add_argument("--token", help="the bearer token (`%%mcp token`)")
 
 
+def _server_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "a notebook on a Jupyter server elsewhere (through the kernel's own websocket; README: Remote kernels)"
+    )
+    group.add_argument("--server", metavar="URL", help="the Jupyter server's base URL, e.g. https://hub.example.org/user/alice/")
+    group.add_argument(
+        "--server-token-file", metavar="FILE", help="a file holding the Jupyter server's token (else JUPYTER_TOKEN)"
+    )
+    group.add_argument(
+        "--server-token", metavar="TOKEN", help="the Jupyter server's token (visible to others in `ps`: prefer JUPYTER_TOKEN)"
+    )
+    group.add_argument(
+        "--header", action="append", default=[], metavar="NAME:VALUE", help="an extra HTTP header (proxies); repeatable"
+    )
+    group.add_argument(
+        "--query", action="append", default=[], metavar="NAME=VALUE", help="an extra query parameter (proxies); repeatable"
+    )
+    group.add_argument("--ca-file", metavar="FILE", help="a CA bundle to trust for https (besides the system's, SSL_CERT_FILE)")
+
+
 def _connect(args: argparse.Namespace) -> int:
     import anyio
 
-    from .connect.proxy import run_stdio
     from .connect.selection import Selection
 
     # stdout carries the protocol: everything else goes to stderr (clients keep it in their logs).
@@ -86,10 +108,88 @@ def _connect(args: argparse.Namespace) -> int:
     logging.getLogger("ipymcp").setLevel(logging.WARNING if args.quiet else logging.INFO)
     selection = Selection.from_env(args.notebook, args.kernel_id, args.url, args.token)
     try:
-        anyio.run(run_stdio, selection)
+        endpoint = _remote_endpoint(args)
+    except ValueError as exc:  # EndpointError too
+        print(f"ipymcp connect: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if endpoint is None:
+            from .connect.proxy import run_stdio
+
+            anyio.run(run_stdio, selection)
+            return 0
+        from .connect import remote
+
+        problem = anyio.run(remote.check_server, endpoint)
+        if problem is not None:
+            print(f"ipymcp connect: {problem}", file=sys.stderr)
+            return 1
+        anyio.run(remote.run_stdio, selection, endpoint)
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _remote_endpoint(args: argparse.Namespace) -> Any:
+    """The Jupyter server to reach (``--server``, or ``SERVER_URL`` in the seed project's meaning),
+    or None for a kernel on this machine. Raises ValueError with the sentence for the user."""
+    import os
+
+    from .connect.selection import is_ipymcp_url
+    from .remote import Endpoint
+
+    env = os.environ
+    url = args.server
+    if url and (args.url or args.token):
+        raise ValueError("--server is a Jupyter server, --url/--token ipymcp's own URL: give one of them")
+    if url is None and not (args.url or env.get("IPYMCP_URL")):
+        seed = env.get("SERVER_URL") or ""
+        if seed and is_ipymcp_url(seed):
+            print(
+                "ipymcp connect: note: SERVER_URL ends in /mcp, so it is taken as ipymcp's own URL (with TOKEN as "
+                "its bearer token), as before; for a notebook on a Jupyter server, set SERVER_URL to the server's "
+                "base URL (or use --server).",
+                file=sys.stderr,
+            )
+        elif seed:
+            url = seed
+    if url is None:
+        if args.server_token or args.server_token_file or args.header or args.query or args.ca_file:
+            raise ValueError("--server-token, --server-token-file, --header, --query and --ca-file need --server URL")
+        return None
+    if args.server_token:
+        print(
+            "ipymcp connect: note: a token on the command line is visible to other users of this machine (`ps`); "
+            "prefer JUPYTER_TOKEN or --server-token-file.",
+            file=sys.stderr,
+        )
+    return Endpoint(
+        url,
+        token=_server_token(args, env),
+        headers=dict(_pair(h, ":", "--header NAME:VALUE") for h in args.header),
+        query=dict(_pair(q, "=", "--query NAME=VALUE") for q in args.query),
+        ca_file=args.ca_file,
+    )
+
+
+def _server_token(args: argparse.Namespace, env: Any) -> str | None:
+    if args.server_token_file:
+        try:
+            with open(args.server_token_file) as file:
+                token = file.read().strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read the token file {args.server_token_file}: {exc.strerror}") from None
+        if not token:
+            raise ValueError(f"the token file {args.server_token_file} is empty")
+        return token
+    return args.server_token or env.get("JUPYTER_TOKEN") or env.get("TOKEN") or None
+
+
+def _pair(text: str, separator: str, form: str) -> tuple[str, str]:
+    name, found, value = text.partition(separator)
+    if not found or not name.strip():
+        raise ValueError(f"{text.split(separator)[0][:40]!r} is not {form}")
+    return name.strip(), value.strip()
 
 
 def _token(args: argparse.Namespace) -> int:

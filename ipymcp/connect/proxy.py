@@ -133,13 +133,22 @@ class Proxy:
         self.binding: Binding | None = None
 
     # -- connection management ------------------------------------------------------------------
-    def kernels(self) -> list[dict[str, Any]]:
+    async def kernels(self, *, agent: bool = True) -> list[dict[str, Any]]:
+        """The kernels with ipymcp loaded, newest first. ``agent``: the agent is waiting for the
+        answer (False: the bridge's own background look, which a remote bridge keeps off the
+        kernels)."""
         return discovery.list_kernels(self.runtime_dir)
+
+    def choose(self, kernels: list[dict[str, Any]], selection: Selection) -> tuple[dict[str, Any] | None, str]:
+        return choose_kernel(kernels, selection)
+
+    def new_upstream(self, info: dict[str, Any]) -> Upstream:
+        return Upstream(info, self._forward_event)
 
     async def connect(self, info: dict[str, Any], because: str) -> Upstream:
         """Open an upstream to ``info`` (bounded) and make it current; closes the previous one."""
         assert self._tg is not None
-        upstream = Upstream(info, self._forward_event)
+        upstream = self.new_upstream(info)
         with anyio.fail_after(CONNECT_TIMEOUT + 2):
             await self._tg.start(upstream.run)
         previous, self.upstream = self.upstream, upstream
@@ -152,12 +161,12 @@ class Proxy:
         self._tg.start_soon(self._watch, upstream)
         return upstream
 
-    async def ensure_upstream(self) -> Upstream:
+    async def ensure_upstream(self, *, agent: bool = True) -> Upstream:
         """The live upstream, reconnecting (re-discovering) if there is none."""
         async with self._switch_lock:
             if self.upstream is not None and not self.upstream.dead.is_set():
                 return self.upstream
-            info, because = self._rediscover()
+            info, because = await self._rediscover(agent=agent)
             if info is None and self._bound():
                 raise NotebookAway(self.binding)  # type: ignore[arg-type]
             if info is None:
@@ -174,12 +183,12 @@ class Proxy:
     def _bound(self) -> bool:
         return self.binding is not None and not self.selection.url
 
-    def _rediscover(self) -> tuple[dict[str, Any] | None, str]:
+    async def _rediscover(self, *, agent: bool = True) -> tuple[dict[str, Any] | None, str]:
         """Once a notebook was chosen, only that notebook (its restarted or new kernel); before, the
         documented order. ``--url`` always means that URL."""
-        kernels = self.kernels()
+        kernels = await self.kernels(agent=agent)
         if not self._bound():
-            return choose_kernel(kernels, self.selection)
+            return self.choose(kernels, self.selection)
         assert self.binding is not None
         info = self.binding.find(kernels)
         if info is None:
@@ -191,7 +200,7 @@ class Proxy:
         await upstream.dead.wait()
         if upstream is not self.upstream or upstream.loss_reported:
             return  # replaced on purpose (select_notebook), or the failing call already said so
-        self._lost_notice = _lost_sentence(upstream.info)
+        self._lost_notice = upstream.loss or _lost_sentence(upstream.info)
         log.info("lost %s (%s)", describe_kernel(upstream.info), root_cause(upstream.error))
         await self._announce(ToolsListChanged(), PromptsListChanged(), ResourcesListChanged())
 
@@ -202,11 +211,11 @@ class Proxy:
             await anyio.sleep(POLL_INTERVAL)
             if self.upstream is not None and not self.upstream.dead.is_set():
                 continue
-            info, _ = self._rediscover()
+            info, _ = await self._rediscover(agent=False)
             if info is None:
                 continue
             try:
-                await self.ensure_upstream()
+                await self.ensure_upstream(agent=False)
             except ConnectError as exc:
                 if str(exc) != self._last_problem:
                     log.info("%s", exc)
@@ -263,7 +272,7 @@ class Proxy:
                     raise ConnectError(str(again)) from again
             upstream.loss_reported = True  # this error is the one the agent gets
             self._lost_notice = None
-            lost = _lost_sentence(upstream.info, ran="did not complete")
+            lost = exc.sentence or _lost_sentence(upstream.info, ran="did not complete")
             raise ConnectError(f"{lost} {await self._where_calls_go_now()}") from exc
 
     async def _where_calls_go_now(self) -> str:
@@ -279,7 +288,7 @@ class Proxy:
     async def list_notebooks(self) -> dict[str, Any]:
         current = self.upstream if self.upstream is not None and not self.upstream.dead.is_set() else None
         rows = []
-        kernels = self.kernels()
+        kernels = await self.kernels()
 
         async def status_of(info: dict[str, Any], row: dict[str, Any]) -> None:
             row["state"] = await self._kernel_state(info, current)
@@ -341,7 +350,7 @@ class Proxy:
         if not notebook and not kernel_id:
             raise ConnectError("Give notebook (a path or file name) or kernel_id; list_notebooks shows them.")
         wanted = Selection(notebook=notebook, kernel_id=kernel_id, cwd=self.selection.cwd)
-        info, because = choose_kernel(self.kernels(), wanted)
+        info, because = self.choose(await self.kernels(), wanted)
         if info is None:
             raise ConnectError(f"{because}; call list_notebooks to see the notebooks you can select.")
         async with self._switch_lock:
@@ -449,7 +458,7 @@ class Proxy:
                     return self._restarted(current, elapsed)
                 fresh = [
                     k
-                    for k in self.kernels()
+                    for k in await self.kernels(agent=False)
                     if k.get("kernel_id") == meta.get("kernel_id") and k.get("pid") != meta.get("pid")
                 ]
                 if fresh:
@@ -536,7 +545,7 @@ class Proxy:
     async def serve(self, read_stream: Any, write_stream: Any) -> None:
         async with anyio.create_task_group() as tg:
             self._tg = tg
-            info, because = choose_kernel(self.kernels(), self.selection)
+            info, because = await self._rediscover()
             if info is None:
                 self._last_problem = because
                 log.warning("%s; waiting for one (run `%%load_ext ipymcp` in a notebook)", because)

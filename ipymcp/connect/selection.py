@@ -31,10 +31,12 @@ class Selection:
         """Command-line values first, then IPYMCP_URL/IPYMCP_TOKEN, then SERVER_URL/TOKEN/NOTEBOOK_PATH
         (the variable names other Jupyter MCP servers use)."""
         env = os.environ
+        seed_url = env.get("SERVER_URL") or ""
         return cls(
             notebook=notebook or env.get("NOTEBOOK_PATH") or None,
             kernel_id=kernel_id,
-            url=url or env.get("IPYMCP_URL") or env.get("SERVER_URL") or None,
+            # SERVER_URL is a Jupyter server (``--server``), except ipymcp's own URL (as before).
+            url=url or env.get("IPYMCP_URL") or (seed_url if is_ipymcp_url(seed_url) else None),
             token=token or env.get("IPYMCP_TOKEN") or env.get("TOKEN") or None,
         )
 
@@ -46,6 +48,14 @@ class Selection:
         if self.notebook:
             return f"--notebook {self.notebook}"
         return f"a notebook under {self.cwd}, else the newest kernel"
+
+
+def is_ipymcp_url(url: str) -> bool:
+    """ipymcp's own HTTP endpoint (path ending in /mcp, /mcp/ or /mcp/v1), not a Jupyter server."""
+    from urllib.parse import urlsplit
+
+    path = urlsplit(url).path if url else ""
+    return path.endswith(("/mcp", "/mcp/", "/mcp/v1"))
 
 
 def _notebook_matches(info: dict[str, Any], wanted: str, cwd: Path) -> bool:

@@ -4,6 +4,7 @@ upstream, never the proxy)."""
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 from collections.abc import Awaitable, Callable
@@ -48,18 +49,16 @@ class Upstream:
         self.error: BaseException | None = None
         # True once an agent's call was answered with the error about this connection's loss.
         self.loss_reported = False
+        # What the agent is told about the loss, when it is not "the kernel went away".
+        self.loss: str | None = None
         self._on_event = on_event
         self._stop = anyio.Event()
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         started = False
         try:
-            headers = {"Authorization": f"Bearer {self.info['token']}"}
-            # No read timeout: tool calls run as long as the tool allows, and the listen stream is
-            # long-lived. A dead server shows up as a closed connection instead.
-            timeout = httpx2.Timeout(CONNECT_TIMEOUT, read=None)
-            async with httpx2.AsyncClient(headers=headers, timeout=timeout) as http:
-                transport = streamable_http_client(self.info["url"], http_client=http)
+            async with contextlib.AsyncExitStack() as stack:
+                transport = await self.open_transport(stack)
                 async with Client(
                     transport, cache=None, message_handler=self._on_message, elicitation_callback=_forward_elicitation
                 ) as client:
@@ -68,12 +67,13 @@ class Upstream:
                     task_status.started()
                     async with anyio.create_task_group() as tg:
                         tg.start_soon(self._listen, client)
+                        tg.start_soon(self.watch_transport)
                         await self._stop.wait()
                         tg.cancel_scope.cancel()
         except Exception as exc:  # noqa: BLE001 - an ExceptionGroup from the SDK when the server goes away
             self.error = exc
             if not started:
-                raise ConnectError(_connect_failure(self.info, exc)) from exc
+                raise ConnectError(self.connect_failure(exc)) from exc
             log.info("connection to %s lost: %s", self.info.get("url"), root_cause(exc))
         finally:
             self.client = None
@@ -82,22 +82,47 @@ class Upstream:
     def close(self) -> None:
         self._stop.set()
 
+    # -- what a kind of upstream provides (HTTP here; connect/remote.py: through Jupyter) ---------
+    async def open_transport(self, stack: contextlib.AsyncExitStack) -> Any:
+        """The SDK transport to the kernel's server (entered by ``Client``); ``stack`` holds what it needs."""
+        headers = {"Authorization": f"Bearer {self.info['token']}"}
+        # No read timeout: tool calls run as long as the tool allows, and the listen stream is
+        # long-lived. A dead server shows up as a closed connection instead.
+        timeout = httpx2.Timeout(CONNECT_TIMEOUT, read=None)
+        http = await stack.enter_async_context(httpx2.AsyncClient(headers=headers, timeout=timeout))
+        return streamable_http_client(self.info["url"], http_client=http)
+
+    async def watch_transport(self) -> None:
+        """Ends the upstream (``close``) when the transport learns the server went away; HTTP
+        learns it from the listen stream instead."""
+
+    def connect_failure(self, exc: BaseException) -> str:
+        return _connect_failure(self.info, exc)
+
     async def _listen(self, client: Client) -> None:
         """List-changed events of the 2026-07-28 era; its end also tells that the server went away."""
-        try:
-            async with client.listen(
-                tools_list_changed=True, prompts_list_changed=True, resources_list_changed=True
-            ) as subscription:
-                async for event in subscription:
-                    await self._on_event(event)
-        except ListenNotSupportedError:
-            return  # a handshake-era server: list changes arrive through _on_message
-        except Exception as exc:  # noqa: BLE001
-            if self._stop.is_set():
-                return
-            self.error = exc
-            log.info("event stream from %s ended: %s", self.info.get("url"), root_cause(exc))
+        while True:
+            try:
+                async with client.listen(
+                    tools_list_changed=True, prompts_list_changed=True, resources_list_changed=True
+                ) as subscription:
+                    async for event in subscription:
+                        await self._on_event(event)
+            except ListenNotSupportedError:
+                return  # a handshake-era server: list changes arrive through _on_message
+            except Exception as exc:  # noqa: BLE001
+                if self._stop.is_set():
+                    return
+                if self.listen_again(exc):
+                    continue
+                self.error = exc
+                log.info("event stream from %s ended: %s", self.info.get("url"), root_cause(exc))
+            break
         self._stop.set()
+
+    def listen_again(self, exc: Exception) -> bool:
+        """Whether the listen stream failed while the server is still there (then it is re-opened)."""
+        return False
 
     async def _on_message(self, message: Any) -> None:
         events = {
@@ -149,8 +174,11 @@ class Upstream:
 
 
 class ConnectionLost(Exception):
-    def __init__(self, cause: BaseException | None):
+    """``sentence``: what to tell the agent, when the upstream knows better than "went away"."""
+
+    def __init__(self, cause: BaseException | None, sentence: str | None = None):
         super().__init__(root_cause(cause) if cause is not None else "connection closed")
+        self.sentence = sentence
 
 
 def root_cause(exc: BaseException | None) -> str:

@@ -19,7 +19,7 @@ from mcp import Client
 
 from .endpoint import Endpoint
 from .route import Route
-from .tunnel import KernelTunnelTransport, NotLoadedError, TunnelError, TunnelOptions
+from .tunnel import KernelTunnelTransport, NotLoadedError, TunnelOptions
 
 
 @dataclass
@@ -51,6 +51,8 @@ class Probe:
     loaded: bool
     detail: str  # the route, or why not
     answers_while_busy: bool = False
+    answered: bool = True  # False: no answer (busy old kernel, network, refused), so unknown
+    server_info: dict[str, Any] | None = None  # the kernel's ready message (version, pid…)
 
 
 async def probe_kernel(endpoint: Endpoint, kernel_id: str, options: TunnelOptions | None = None) -> Probe:
@@ -60,10 +62,10 @@ async def probe_kernel(endpoint: Endpoint, kernel_id: str, options: TunnelOption
         await transport.open()
     except NotLoadedError as exc:
         return Probe(False, str(exc))
-    except (TunnelError, TimeoutError) as exc:
-        return Probe(False, str(exc))
+    except (ConnectionError, TimeoutError) as exc:  # TunnelError, KernelConnectionError
+        return Probe(False, str(exc), answered=False)
     try:
         assert transport.route is not None
-        return Probe(True, transport.route.describe(), transport.route.answers_while_busy)
+        return Probe(True, transport.route.describe(), transport.route.answers_while_busy, server_info=transport.server_info)
     finally:
         await transport.close()

@@ -64,7 +64,10 @@ class TunnelOptions:
     """``route``: auto (subshell, else control, else the main shell), or one of them.
     ``message_type``: ``ipymcp_msg`` (its busy/idle can be untracked by the Jupyter server), or
     ``comm_msg`` for servers that only pass standard message types (``allowed_message_types``).
-    ``framing``: auto (v1, legacy JSON if the server has no v1) or legacy (Colab's proxy)."""
+    ``framing``: auto (v1, legacy JSON if the server has no v1) or legacy (Colab's proxy).
+    ``restarts_kernel``: this client restarts the kernel itself through the server's REST API
+    once the kernel's restart_kernel has decided (level, approval, audit); the kernel then only
+    marks the restart."""
 
     route: str = "auto"
     message_type: str = MESSAGE_TYPE
@@ -72,6 +75,7 @@ class TunnelOptions:
     quickack: bool = True
     open_timeout: float = 15.0
     reconnect_for: float = 30.0
+    restarts_kernel: bool = False
 
 
 class KernelTunnelTransport:
@@ -91,6 +95,7 @@ class KernelTunnelTransport:
         self.server_info: dict[str, Any] = {}
         self.reconnects = 0
         self.ended = ""  # why the session ended, once it has
+        self.finished = asyncio.Event()  # set with ``ended``
         self._to_client, self.read_stream = anyio.create_memory_object_stream[SessionMessage | Exception](math.inf)
         self.write_stream, self._from_client = anyio.create_memory_object_stream[SessionMessage](0)
         self._in_flight: dict[Any, str] = {}  # JSON-RPC id -> method, for requests awaiting a reply
@@ -137,11 +142,10 @@ class KernelTunnelTransport:
     async def _open_comm(self, ws: KernelWebsocket, deadline: float) -> CommAnswer:
         """Open the comm on the best route the kernel offers; sets ``ws`` and ``route``."""
         for route in await self._candidate_routes(ws, deadline):
-            content = {
-                "comm_id": self.comm_id,
-                "target_name": TARGET,
-                "data": {"protocol": PROTOCOL},
-            }
+            data: dict[str, Any] = {"protocol": PROTOCOL}
+            if self.options.restarts_kernel:
+                data["restart"] = "client"
+            content = {"comm_id": self.comm_id, "target_name": TARGET, "data": data}
             answer = await ask_comm(ws, route.message(ws, "comm_open", content), self.comm_id, _left(deadline))
             if answer.outcome == "ready":
                 self._attach(ws, route)
@@ -228,11 +232,13 @@ class KernelTunnelTransport:
         if "id" in payload and ("result" in payload or "error" in payload):
             self._in_flight.pop(_key(payload["id"]), None)
         try:
-            message = jsonrpc_message_adapter.validate_python(payload, by_name=False)
+            message: SessionMessage | Exception = SessionMessage(
+                jsonrpc_message_adapter.validate_python(payload, by_name=False)
+            )
         except Exception as exc:  # noqa: BLE001 - handed to the session, which reports it
-            self._to_client.send_nowait(exc)
-            return
-        self._to_client.send_nowait(SessionMessage(message))
+            message = exc
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self._to_client.send_nowait(message)  # not once the client has stopped reading
 
     def _fail_call(self, payload: dict[str, Any], reason: str) -> None:
         if "method" in payload and "id" in payload:
@@ -249,6 +255,7 @@ class KernelTunnelTransport:
         if self.ended:
             return
         self.ended = reason
+        self.finished.set()
         self._fail_in_flight(f"{reason}; the call did not complete (it may or may not have run)")
         self._connected.set()  # let waiting sends fail fast
         log.info("tunnel to kernel %s ended: %s", self.kernel_id, reason)
@@ -330,6 +337,7 @@ class KernelTunnelTransport:
             await ws.close()
         if not self.ended:
             self.ended = "closed by the client"
+            self.finished.set()
         self._to_client.close()
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -56,10 +57,14 @@ class TunnelPeer:
     headers = None
     client = None
 
-    def __init__(self, comm_id: str, channel: str, jupyter_session: str):
+    def __init__(self, comm_id: str, channel: str, jupyter_session: str, restarts_kernel: bool = False):
         self.comm_id = comm_id
         self.channel = channel  # where its messages arrive: subshell, control or shell
         self.jupyter_session = jupyter_session  # the Jupyter session id the client chose
+        # The client restarts the kernel itself through the Jupyter server's REST API once
+        # restart_kernel has passed the pipeline (`ipymcp connect --server`: it holds the server's
+        # token, which the kernel never sees); comm_open data ``{"restart": "client"}``.
+        self.restarts_kernel = restarts_kernel
 
     @property
     def via(self) -> str:
@@ -159,7 +164,8 @@ class KernelTunnel:
         """A client opened an ``ipymcp.mcp`` comm (main shell, a subshell or control thread)."""
         header = dict(msg.get("header") or {})
         data = (msg.get("content") or {}).get("data") or {}
-        peer = TunnelPeer(comm.comm_id, _channel_of(header), str(header.get("session") or "")[:12])
+        restarts = isinstance(data, dict) and data.get("restart") == "client"
+        peer = TunnelPeer(comm.comm_id, _channel_of(header), str(header.get("session") or "")[:12], restarts)
         tunnel = Tunnel(comm, peer, header)
         refusal = self._open_refusal(data)
         if refusal is not None:
@@ -203,6 +209,7 @@ class KernelTunnel:
             "message_type": MESSAGE_TYPE,
             "server": f"ipymcp {__version__}",
             "kernel_id": self.runtime.kernel_id,
+            "pid": os.getpid(),  # tells a client the kernel after a restart from the one before
         }
 
     def _start(self, tunnel: Tunnel) -> None:

@@ -35,6 +35,8 @@ async def restart_kernel(services: Services, ctx: Context) -> Annotated[CallTool
     for a few seconds, and your next calls work again once the kernel is back (retry
     kernel_status). Fails with the reason where restarting is impossible (VS Code, Colab).
     """
+    if _client_restarts(ctx):
+        return _leave_to_client(services)
     via = await _restart(services)
     record(services.activity, "restart_kernel", f"restart requested ({via})", "restarting; ipymcp comes back by itself")
     text = (
@@ -46,6 +48,30 @@ async def restart_kernel(services: Services, ctx: Context) -> Annotated[CallTool
     facts: Restart = {"state": "restarting", "kernel_id": services.kernel_id, "pid": os.getpid(), "url": services.url, "via": via}
     # _meta.restarting: how `ipymcp connect` of earlier releases recognises the answer.
     meta = {"restarting": True, "via": via, "kernel_id": services.kernel_id, "pid": os.getpid(), "url": services.url}
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=dict(facts), meta=meta)
+
+
+def _client_restarts(ctx: Context) -> bool:
+    """The caller is a tunnel client that restarts the kernel itself through the Jupyter server's
+    REST API (``server/tunnel.py`` ``TunnelPeer.restarts_kernel``): it holds that server's token."""
+    try:
+        peer = ctx.request_context.request
+    except (AttributeError, ValueError):
+        return False
+    return getattr(peer, "restarts_kernel", False) is True
+
+
+def _leave_to_client(services: Services) -> CallToolResult:
+    """Decided (level, approval and audit have passed): the client carries the restart out."""
+    via = "the Jupyter server's REST API, by `ipymcp connect --server`"
+    endpoint.mark_restart(services, "agent", via)
+    record(services.activity, "restart_kernel", f"restart requested ({via})", "restarting; ipymcp comes back by itself")
+    text = (
+        f"Restart approved in the kernel; `ipymcp connect --server` restarts it through {via.split(',')[0]}: "
+        "the user's variables, imports and running code are gone."
+    )
+    facts: Restart = {"state": "restarting", "kernel_id": services.kernel_id, "pid": os.getpid(), "url": services.url, "via": via}
+    meta = {"restarting": True, "restart_by_client": True, "kernel_id": services.kernel_id, "pid": os.getpid()}
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=dict(facts), meta=meta)
 
 
