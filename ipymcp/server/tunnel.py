@@ -38,6 +38,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .tunnel_limit import bound_reply
+
 if TYPE_CHECKING:
     from .._runtime import Runtime
 
@@ -113,6 +115,7 @@ class KernelTunnel:
         self.max_sessions = int(getattr(config, "max_sessions", DEFAULT_MAX_SESSIONS))
         self.idle_timeout = float(getattr(config, "session_idle_timeout", DEFAULT_IDLE_TIMEOUT))
         self.max_message_bytes = int(config.max_request_body_bytes)
+        self.max_reply_bytes = int(config.tunnel_max_reply_bytes)
 
     # -- lifecycle (main thread) -------------------------------------------------------------------
     def install(self) -> None:
@@ -346,9 +349,10 @@ class KernelTunnel:
         open it refuses before there is a tunnel."""
         comm_id = str((msg.get("content") or {}).get("comm_id"))[:64]
         if self._is_other_comm(comm_id):
-            log.info("ignored an ipymcp_msg for a comm that is not an MCP session")  # a widget's: leave it open
+            log.info("ignored an ipymcp_msg for a comm that is not an MCP session (a widget's: left open)")
             return
-        self._send_raw("comm_close", {"comm_id": comm_id, "data": {"error": error}}, dict(msg.get("header") or {}), comm_id)
+        header = dict(msg.get("header") or {})
+        self._send_raw("comm_close", {"comm_id": comm_id, "data": {"error": error}}, header, comm_id)
 
     def _is_other_comm(self, comm_id: str) -> bool:
         """A comm of the kernel's comm manager (a widget's) that is not one of our sessions."""
@@ -372,12 +376,18 @@ class KernelTunnel:
 
     # -- outgoing (server loop thread) -----------------------------------------------------------
     def reply(self, tunnel: Tunnel, payload: dict[str, Any], related_id: Any = None) -> None:
-        """Send one JSON-RPC message to the client, parented by the message it answers."""
+        """Send one JSON-RPC message to the client, parented by the message it answers; bounded,
+        because the Jupyter server sends it to every tab of this kernel (``tunnel_limit``)."""
         if "method" not in payload and "id" in payload:  # a response or an error
             parent = tunnel.parents.pop(id_key(payload["id"]), None)
         else:
             parent = tunnel.parents.get(id_key(related_id)) if related_id is not None else None
-        self._publish(tunnel, "comm_msg", {"data": {"jsonrpc": payload}}, parent or tunnel.last_parent)
+        bounded = bound_reply(payload, self.max_reply_bytes)
+        if bounded is not payload:
+            what = "cut" if bounded else "dropped"
+            log.info("a reply over c.IPyMCP.tunnel_max_reply_bytes was %s: %s", what, tunnel.peer.via)
+        if bounded is not None:
+            self._publish(tunnel, "comm_msg", {"data": {"jsonrpc": bounded}}, parent or tunnel.last_parent)
 
     def reply_error(self, tunnel: Tunnel, payload: dict[str, Any], message: str, parent: dict[str, Any]) -> None:
         """Answer a request the session cannot take with a JSON-RPC error; other messages are dropped."""
