@@ -60,13 +60,10 @@ def _jupyter_server_extension_points() -> list[dict[str, str]]:
     return [{"module": "ipymcp.serverext"}]
 
 
-def _link_jupyter_server_extension(serverapp: Any) -> None:
-    """Before the web app is built: choose the kernel websocket connection class."""
-    use_nodelay_connections(serverapp, serverapp.log)
-
-
 def _load_jupyter_server_extension(serverapp: Any) -> None:
-    """Once the kernel manager exists: leave the tunnel's traffic out of kernel activity."""
+    """Once the kernel manager and the web app exist (the connection class's default needs the
+    gateway settings, which do not exist yet when extensions are linked)."""
+    use_nodelay_connections(serverapp, serverapp.log)
     added = untrack_tunnel_messages(serverapp)
     serverapp.log.info(
         "ipymcp: %s not counted as kernel activity (the kernel indicator and execution_state stay "
@@ -95,6 +92,11 @@ def use_nodelay_connections(serverapp: Any, log: logging.Logger) -> bool:
         )
         return False
     serverapp.kernel_websocket_connection_class = NoDelayKernelWebsocketConnection
+    # The web app was built from the trait already; its handlers read the class from the settings
+    # on every new websocket (jupyter_server/services/kernels/websocket.py).
+    settings = getattr(getattr(serverapp, "web_app", None), "settings", None)
+    if isinstance(settings, dict):
+        settings["kernel_websocket_connection_class"] = NoDelayKernelWebsocketConnection
     log.info("ipymcp: kernel websockets use TCP_NODELAY (ipymcp.serverext.NoDelayKernelWebsocketConnection)")
     return True
 

@@ -171,6 +171,7 @@ async def test_sessions_beyond_the_cap_are_refused_and_the_open_ones_keep_workin
 
 
 async def test_ipymcp_msg_naming_a_widgets_comm_neither_closes_nor_takes_it_over(notebook: RemoteNotebook) -> None:
+    sessions = await open_sessions(notebook)
     ws = await notebook.user()
     widget = uuid.uuid4().hex
     closes: list[str] = []
@@ -194,17 +195,22 @@ async def test_ipymcp_msg_naming_a_widgets_comm_neither_closes_nor_takes_it_over
     await ws.close()
     assert widget not in closes  # a comm_close on IOPub would close the widget in every tab
     assert (await notebook.run("print([g[0] for g in got])")).strip() == "['after']"
-    assert (await notebook.run("import ipymcp._state as s; print(len(s.runtime.tunnel.tunnels))")).strip() == "0"
+    assert await open_sessions(notebook) == sessions
 
 
 @pytest.mark.parametrize("comm_id", [7, "", "x" * 65, None], ids=["int", "empty", "long", "none"])
 async def test_an_ipymcp_msg_opening_without_a_usable_comm_id_is_refused_with_a_sentence(
     notebook: RemoteNotebook, comm_id: Any
 ) -> None:
+    sessions = await open_sessions(notebook)
     ws = await notebook.user()
     content = {"comm_id": comm_id, "op": "open", "target_name": TARGET, "data": {"protocol": 1}}
     route = CONTROL if "6." in await notebook.run("import ipykernel; print(ipykernel.__version__)") else SHELL
     answer = await ask_comm(ws, route.message(ws, "ipymcp_msg", content), str(comm_id)[:64], 30)
     await ws.close()
     assert answer.outcome == "closed" and "a string of 1 to 64 characters" in answer.error
-    assert (await notebook.run("import ipymcp._state as s; print(len(s.runtime.tunnel.tunnels))")).strip() == "0"
+    assert await open_sessions(notebook) == sessions
+
+
+async def open_sessions(notebook: RemoteNotebook) -> int:
+    return int(await notebook.run("import ipymcp._state as s; print(len(s.runtime.tunnel.tunnels))"))
