@@ -14,7 +14,7 @@ import sys
 import uvicorn
 from mcp.server.mcpserver import MCPServer
 
-from ipymcp.server.security import BearerAuth, transport_security
+from ipymcp.server.security import BearerAuth, sdk_transport_security
 from ipymcp.server.thread import bind_socket
 
 TOKEN = sys.argv[1] if len(sys.argv) > 1 else "floor-token"
@@ -30,7 +30,7 @@ def main() -> None:
         return "2"
 
     hosts = ["127.0.0.1:*", "localhost:*"]
-    app = mcp.streamable_http_app(transport_security=transport_security(hosts, []))
+    app = mcp.streamable_http_app(transport_security=sdk_transport_security())
     sock = bind_socket("127.0.0.1", 0)
     print(f"http://127.0.0.1:{sock.getsockname()[1]}/mcp", flush=True)
     server = uvicorn.Server(uvicorn.Config(BearerAuth(app, {"token": TOKEN}, hosts, []), log_config=None, log_level="warning"))

@@ -13,8 +13,9 @@ __all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension"]
 
 def load_ipython_extension(ipython):  # noqa: ANN001, ANN201 - IPython's hook signature
     from . import _state
+    from .magics import MCPMagics
 
-    _state.load(ipython)
+    _state.load(ipython, MCPMagics)
 
 
 def unload_ipython_extension(ipython):  # noqa: ANN001, ANN201

@@ -8,67 +8,90 @@ and the status line in the loading cell is updated when the server is ready.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import os
 import re
 import threading
-import time
-import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _logging
 from ._version import __version__
 from .config import IPyMCP
-from .kernel.bridge import MainThreadBridge
+from .frontend.comm import FrontendLink
+from .frontend.fallback import ActivityLog
 from .kernel.capture import CaptureHooks
 from .kernel.history import HistoryStore
+from .kernel.inspection import InspectionPool
+from .kernel.mainthread import MainThreadExecutor
 from .kernel.status import CellTracker
 from .policy import Policy
+from .restart import comeback, endpoint
 from .server import discovery
 from .server.security import new_token
 from .server.thread import BackgroundServer
+
+if TYPE_CHECKING:
+    from .processes import Processes
+    from .server.app import Toolbox
+    from .server.security import BearerAuth
+    from .server.tunnel import KernelTunnel
 
 log = logging.getLogger("ipymcp")
 
 
 class Runtime:
-    def __init__(self, shell: Any, config: IPyMCP | None = None):
-        self.shell = shell
-        self.kernel = getattr(shell, "kernel", None)
-        if self.kernel is None:
+    """Everything ipymcp runs in one kernel. Only ``Runtime`` sets these attributes; the rest of
+    the package reads them (tools through ``ipymcp.tools.Services``)."""
+
+    def __init__(self, shell: Any, config: IPyMCP | None = None, on_stop_sharing: Callable[[], None] | None = None):
+        kernel = getattr(shell, "kernel", None)
+        if kernel is None:
             raise RuntimeError("ipymcp needs an IPython kernel (Jupyter, VS Code, Colab); plain IPython is not supported")
-        self.config = config or IPyMCP(config=shell.config)
-        self.token_holder = {"token": self.config.token or new_token()}
-        self.kernel_id = _kernel_id()
-        self.bridge = MainThreadBridge(shell, self.kernel)
+        self.shell: Any = shell
+        self.kernel: Any = kernel
+        self.config: IPyMCP = config or IPyMCP(config=shell.config)
+        # A dict, shared with the HTTP gate (server.security.BearerAuth): rotation changes it in place.
+        self.token_holder: dict[str, str] = {"token": self.config.token or new_token()}
+        self.kernel_id: str = _kernel_id()
+        # Where the kernel was when ipymcp loaded: the workspace root when nothing else says.
+        self.load_cwd: str = os.getcwd()
+        self.main_thread = MainThreadExecutor(shell, kernel)
         self.capture_hooks = CaptureHooks(shell)
-        self.cells = CellTracker(shell, self.bridge)
+        self.cells = CellTracker(shell, self.main_thread)
         self.history: HistoryStore | None = None
         self.server: BackgroundServer | None = None
+        # The SDK's MCPServer and ipymcp's Toolbox, built on the server thread (server/app.py).
         self.mcp: Any = None
-        self.toolbox: Any = None
+        self.toolbox: Toolbox | None = None
+        # The HTTP gate, once the app is built: rotation ends its requests.
+        self.http_auth: BearerAuth | None = None
+        # The agent's commands and background processes (made on the server thread, with the tools).
+        self.processes: Processes | None = None
         self.started_at: str | None = None
         self.notebook_path: str | None = None
-        # The remembered endpoint reused at start (ipymcp/restart.py), and the restart it came back from.
+        # The remembered endpoint reused at start (restart/endpoint.py), and the restart marker it carried.
         self.resumed: dict[str, Any] | None = None
         self.came_back: dict[str, Any] | None = None
-        self.runtime_file = discovery.runtime_file(self.kernel_id)
-        self.log_file = discovery.runtime_dir() / f"kernel-{self.kernel_id}.log"
-        self._log_handler: logging.Handler | None = None
-        self._status_display: Any = None
-        self._stop_lock = threading.Lock()
-        # Hooks other features add (history tap, comms, terminals…): called on stop, newest first.
-        self.cleanups: list[Any] = []
-        # The notebook views (ipymcp.frontend.comm.FrontendLink) and the activity output log.
-        self.frontend: Any = None
-        self.activity: Any = None
-        # MCP sessions through Jupyter (ipymcp.server.tunnel.KernelTunnel).
-        self.tunnel: Any = None
+        self.runtime_file: Path = discovery.runtime_file(self.kernel_id)
+        self.log_file: Path = discovery.runtime_dir() / f"kernel-{self.kernel_id}.log"
+        # The status line (and activity output) in the cell that ran %load_ext.
+        self.status_display: Any = None
+        # Hooks run on stop, newest first (history tap, comms, processes…).
+        self.cleanups: list[Callable[[], None]] = []
+        # The notebook views (labextension comms) and the activity output, once started.
+        self.frontend: FrontendLink | None = None
+        self.activity: ActivityLog | None = None
+        # MCP sessions through the kernel's Jupyter websocket (server/tunnel.py), once started.
+        self.tunnel: KernelTunnel | None = None
         # Permission level, approval, audit log, limits (ipymcp/policy).
         self.policy = Policy(self)
+        self.inspection = InspectionPool(self.config.inspection_threads, self.policy.pacer.charge)
+        self._on_stop_sharing = on_stop_sharing or self.stop
+        self._log_handler: logging.Handler | None = None
+        self._stop_lock = threading.Lock()
 
     # -- facts -------------------------------------------------------------------------------
     @property
@@ -102,19 +125,24 @@ class Runtime:
                 "c.IPyMCP.serve_http is False (or IPYMCP_SERVE_HTTP=0): drop one of the two"
             )
         self._log_handler = _logging.configure(self.log_file)
-        from .restart import bind_remembered
-
-        sock = bind_remembered(self) if self.config.serve_http else None  # the remembered port/token
+        sock = None
+        if self.config.serve_http:
+            # The remembered port and token after a restart, when the port is free.
+            sock, self.resumed = endpoint.bind_remembered(self.config, self.kernel_id, self.quick_notebook_path())
+            if self.resumed is not None and not self.config.token:
+                self.token_holder["token"] = str(self.resumed["token"])
         self.capture_hooks.install()
+        self.main_thread.install()
         self.cells.install()
         self.history = HistoryStore(
             self.shell, self.kernel, self.config.history_max_bytes, self.config.history_max_output_bytes
         )
         self.history.install()
         self.cleanups.append(self.history.uninstall)
+        self.cleanups.append(self.inspection.close)
         self.shell.observe(self._on_exit_now, names="exit_now")
         self.started_at = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        self.notebook_path = self._quick_notebook_path()
+        self.notebook_path = self.quick_notebook_path()
         self._install_frontend()
         self._install_tunnel()
         if sock is None:
@@ -122,16 +150,24 @@ class Runtime:
 
             self.server = TunnelOnlyServer(self._build_mcp, self._on_ready)
         else:
-            self.server = BackgroundServer(sock, self._build_app, self._on_ready)
+            self.server = BackgroundServer(
+                sock,
+                self._build_app,
+                self._on_ready,
+                max_connections=self.config.max_connections,
+                header_timeout=self.config.header_timeout,
+            )
         self.server.start()
         log.info("starting at %s (kernel %s)", self.url, self.kernel_id)
 
     def _install_frontend(self) -> None:
-        # The notebook link (comm announce, activity output); the server must start without it.
-        from .frontend import install
-
+        """The activity output and the notebook link (comm announce); the server starts without them."""
         try:
-            install(self)
+            self.activity = ActivityLog(self.update_status_display, self.known_tokens)
+            self.cleanups.append(self.activity.close)
+            self.frontend = FrontendLink(self, self._on_stop_sharing)
+            self.frontend.start()
+            self.cleanups.append(self.frontend.stop)
         except Exception:  # noqa: BLE001
             log.exception("notebook frontend link not started")
 
@@ -144,14 +180,28 @@ class Runtime:
         self.cleanups.append(self.tunnel.uninstall)
 
     def _build_app(self) -> Any:
-        from .server.app import build_app  # imports mcp (~0.7 s): on the server thread only
+        """On the server thread: the agent's process table, then the app (imports mcp, ~0.7 s)."""
+        from .server.app import build_app
 
-        return build_app(self)
+        self._before_first_request()
+        self.mcp, self.toolbox, self.http_auth = build_app(self)
+        return self.http_auth
 
     def _build_mcp(self) -> None:
-        from .server.app import build_mcp  # no HTTP app: the tunnel is the only way in
+        """On the server thread, without an HTTP listener: the tunnel is the only way in."""
+        from .server.app import build_mcp
 
+        self._before_first_request()
         self.mcp, self.toolbox = build_mcp(self)
+
+    def _before_first_request(self) -> None:
+        from .processes import Processes
+
+        config = self.config
+        self.processes = Processes(config.process_buffer_bytes, config.process_stop_grace, config.max_processes)
+        self.cleanups.append(self.processes.close)
+        # Before the first request is served (the socket only queues connections until then).
+        self.policy.tighten_from_notebook()
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         if self.server is None:
@@ -165,11 +215,29 @@ class Runtime:
         self._attach_tunnel()
         if self.config.serve_http:  # without a listener there is nothing for a runtime file to name
             discovery.write_private_json(self.runtime_file, self.runtime_info())
-        from .restart import on_ready as restart_on_ready
-
-        restart_on_ready(self)  # remember port/token; come back after the next restart
+            endpoint.remember(self)  # the same port and token after the next restart
+        self.came_back = endpoint.fresh_marker(self.resumed)
+        if self.came_back is not None:
+            self._report_come_back(self.came_back)
+        if self.config.reload_after_restart:
+            self.cleanups.append(lambda: comeback.on_stop(self))
+        try:
+            endpoint.forget_old_kernels()
+        except OSError:
+            pass
         log.info("ready at %s", self.url)
-        self._update_status_display()
+        self.update_status_display()
+
+    def _report_come_back(self, marker: dict[str, Any]) -> None:
+        by = "the agent" if marker.get("by") == "agent" else "a kernel restart"
+        via = f", through {marker['via']}" if marker.get("via") else ""
+        if self.activity is not None:
+            self.activity.record(
+                "restart_kernel", f"kernel restarted ({by}{via})", f"ipymcp loaded again by itself at the same URL {self.url}"
+            )
+        log.info("came back after a restart (%s)", marker)
+        if self.frontend is not None:
+            self.frontend.send_state()  # every view's banner says it came back
 
     def _attach_tunnel(self) -> None:
         from .server.tunnel_session import SessionHost
@@ -189,6 +257,14 @@ class Runtime:
             "version": __version__,
         }
 
+    def replace_token(self, new: str) -> None:
+        """From now on requests need ``new`` (the gate reads the same dict: see ``token_holder``)."""
+        self.token_holder["token"] = new
+
+    def known_tokens(self) -> list[str]:
+        """The current token and the rotated ones still worth hiding from outputs and logs."""
+        return [t for t in (self.token, *self.policy.retired_tokens) if t]
+
     def stop(self) -> None:
         """Undo everything ``start`` did; safe to call twice and from any thread."""
         with self._stop_lock:
@@ -204,24 +280,23 @@ class Runtime:
                 except Exception:  # noqa: BLE001 - one failing cleanup must not keep the port open
                     log.exception("cleanup failed")
             if self.server is not None:
-                self.server.stop(timeout=1.0, before_stop=self._terminate_sessions)
+                self.server.stop(timeout=1.0, before_stop=self.terminate_sessions)
             discovery.remove(self.runtime_file)
             self.policy.close()
             self.cells.uninstall()
             self.capture_hooks.uninstall()
-            self.bridge.close()
+            self.main_thread.close()
             log.info("stopped")
             _logging.unconfigure(self._log_handler)
             self._log_handler = None
 
-    async def _terminate_sessions(self) -> None:
-        # Legacy (2025) sessions hold GET streams open; uvicorn's graceful stop waits for them.
-        manager = getattr(getattr(self.mcp, "_lowlevel_server", None), "_session_manager", None)
-        for transport in list(getattr(manager, "_server_instances", {}).values()):
-            try:
-                await transport.terminate()
-            except Exception:  # noqa: BLE001
-                pass
+    async def terminate_sessions(self) -> None:
+        """On the server loop: end every handshake-era session (their GET streams would hold
+        uvicorn's graceful stop, and a rotated token must not keep them)."""
+        if self.mcp is not None:
+            from .server.sdk_compat import terminate_sessions
+
+            await terminate_sessions(self.mcp)
 
     def _on_exit_now(self, change: dict) -> None:
         # Fires on the Control thread at shutdown_request (restarts included): the earliest hook.
@@ -229,7 +304,9 @@ class Runtime:
             self.stop()
 
     # -- notebook identity (best effort) -----------------------------------------------------
-    def _quick_notebook_path(self) -> str | None:
+    def quick_notebook_path(self) -> str | None:
+        """The notebook's path as the frontend told the kernel (no network): VS Code's variable,
+        Jupyter's ``JPY_SESSION_NAME``, IPython's ``__session__``."""
         ns = self.shell.user_ns
         for candidate in (ns.get("__vsc_ipynb_file__"), os.environ.get("JPY_SESSION_NAME"), ns.get("__session__")):
             if isinstance(candidate, str) and candidate.endswith(".ipynb"):
@@ -241,8 +318,10 @@ class Runtime:
         vscode = self.shell.user_ns.get("__vsc_ipynb_file__")
         if isinstance(vscode, str):
             return vscode
+        from .server import jupyter
+
         try:
-            return jupyter_server_notebook_path(self.kernel_id)
+            return jupyter.notebook_path_of(self.kernel_id)
         except Exception:  # noqa: BLE001
             log.debug("jupyter server lookup failed", exc_info=True)
             return None
@@ -253,12 +332,12 @@ class Runtime:
             return
         from IPython.display import display
 
-        self._status_display = display(_StatusLine(self), display_id=True)
+        self.status_display = display(_StatusLine(self), display_id=True)
 
-    def _update_status_display(self) -> None:
-        if self._status_display is not None:
+    def update_status_display(self) -> None:
+        if self.status_display is not None:
             try:
-                self._status_display.update(_StatusLine(self))
+                self.status_display.update(_StatusLine(self))
             except Exception:  # noqa: BLE001
                 log.debug("status update failed", exc_info=True)
 
@@ -300,30 +379,3 @@ def _kernel_id() -> str:
     except Exception:  # noqa: BLE001 - no connection file (embedded kernel)
         pass
     return f"pid{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-def jupyter_server_notebook_path(kernel_id: str, timeout: float = 1.0) -> str | None:
-    """Ask each Jupyter server on this machine which session owns ``kernel_id``."""
-    from jupyter_core.paths import jupyter_runtime_dir
-
-    for server_file in sorted(Path(jupyter_runtime_dir()).glob("jpserver-*.json")):
-        try:
-            info = json.loads(server_file.read_text())
-            if not discovery.pid_alive(int(info.get("pid", 0))):
-                continue
-            request = urllib.request.Request(
-                info["url"].rstrip("/") + "/api/sessions",
-                headers={"Authorization": f"token {info.get('token', '')}"},
-            )
-            started = time.monotonic()
-            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - loopback
-                sessions = json.load(response)
-            log.debug("sessions lookup took %.3f s", time.monotonic() - started)
-        except Exception:  # noqa: BLE001
-            continue
-        for session in sessions:
-            if (session.get("kernel") or {}).get("id") == kernel_id:
-                root = info.get("root_dir") or ""
-                path = session.get("path") or ""
-                return str(Path(root) / path) if root else path
-    return None

@@ -1,4 +1,5 @@
-"""The ``ipymcp`` command: ``connect`` (stdio bridge to a kernel), ``list``, ``config CLIENT``."""
+"""The ``ipymcp`` command: ``connect`` (a stdio proxy to a kernel), ``list``, ``config CLIENT``,
+``token`` (the bearer token for direct-HTTP clients: printed here, never in the notebook)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     listing = commands.add_parser("list", help="list the kernels that have ipymcp loaded")
     listing.add_argument("--json", action="store_true", help="machine-readable output (tokens omitted)")
 
+    token = commands.add_parser(
+        "token",
+        help="print the bearer token of a kernel's ipymcp server (for direct-HTTP clients)",
+        description="Prints only the token, so a client's set-up can read it: "
+        '--header "Authorization: Bearer $(ipymcp token --kernel-id ID)". Which kernel: --notebook PATH '
+        "(path or file name) or --kernel-id ID (also NOTEBOOK_PATH); otherwise the kernel whose notebook "
+        "is under the current directory, else the most recently started one (named on stderr).",
+    )
+    _selection_arguments(token, with_url=False)
+
     config = commands.add_parser(
         "config",
         help="print (or --write) a client's MCP configuration for `ipymcp connect`",
@@ -51,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         return _connect(args)
     if args.command == "list":
         return _list(args)
+    if args.command == "token":
+        return _token(args)
     return _config(args)
 
 
@@ -65,7 +78,8 @@ def _selection_arguments(parser: argparse.ArgumentParser, with_url: bool) -> Non
 def _connect(args: argparse.Namespace) -> int:
     import anyio
 
-    from .bridge import Selection, run_stdio
+    from .connect.proxy import run_stdio
+    from .connect.selection import Selection
 
     # stdout carries the protocol: everything else goes to stderr (clients keep it in their logs).
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(name)s: %(message)s")
@@ -75,6 +89,25 @@ def _connect(args: argparse.Namespace) -> int:
         anyio.run(run_stdio, selection)
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .connect.selection import Selection, choose_kernel, describe_kernel
+    from .server import discovery
+
+    # The kernel chosen as `connect` chooses it, except a URL and token from the environment:
+    # this command exists to read the token of a running kernel, not to echo IPYMCP_TOKEN.
+    selection = dataclasses.replace(Selection.from_env(args.notebook, args.kernel_id, None, None), url=None, token=None)
+    info, why = choose_kernel(discovery.list_kernels(), selection)
+    if info is None or not info.get("token"):
+        print(f"ipymcp token: {why}; `ipymcp list` shows the kernels with ipymcp loaded.", file=sys.stderr)
+        return 1
+    if not (selection.kernel_id or selection.notebook):
+        print(f"ipymcp token: {describe_kernel(info)}, chosen because {why}", file=sys.stderr)
+    print(info["token"])
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Every client gets a stdio entry that runs ``ipymcp connect`` (it finds the kernel through the
 runtime files, so the entry never changes when a kernel restarts); ``%mcp config`` also prints a
-direct-HTTP variant with the current URL and token.
+direct-HTTP variant with the current URL, which takes the token from ``ipymcp token`` or an
+environment variable (never printed: cell outputs are saved with the notebook).
 """
 
 from __future__ import annotations
@@ -75,22 +76,37 @@ def stdio_snippet(
     return json.dumps({servers_key(client): {name: entry}}, indent=2)
 
 
-def http_snippet(client: str, url: str, token: str, name: str = "ipymcp") -> str:
-    """Direct HTTP: no bridge process, but the URL and token change when the kernel restarts."""
-    header = f"Bearer {token}"
+def http_snippet(client: str, url: str, token_command: list[str], name: str = "ipymcp") -> str:
+    """Direct HTTP, without the token in it: the snippet is printed into a cell, and cell outputs
+    are saved with the notebook. Each client takes the token from where it can: the output of
+    ``token_command`` (``ipymcp token --kernel-id …``), a password prompt, or an environment variable."""
+    command = shlex.join(token_command)
     if client == "claude-code":
-        return shlex.join(["claude", "mcp", "add", "--transport", "http", name, url, "--header", f"Authorization: {header}"])
+        # The shell runs the command when you run this line; Claude Code keeps the header it gets.
+        add = shlex.join(["claude", "mcp", "add", "--transport", "http", name, url, "--header"])
+        return f'{add} "Authorization: Bearer $({command})"'
     if client == "vscode":
-        return json.dumps(
-            {"servers": {name: {"type": "http", "url": url, "headers": {"Authorization": header}}}}, indent=2
-        )
+        # VS Code asks for the token once (a password field) and keeps it in its secret storage.
+        prompt = {
+            "type": "promptString",
+            "id": f"{name}-token",
+            "description": f"ipymcp bearer token (in a terminal: {command})",
+            "password": True,
+        }
+        server = {"type": "http", "url": url, "headers": {"Authorization": f"Bearer ${{input:{name}-token}}"}}
+        return json.dumps({"inputs": [prompt], "servers": {name: server}}, indent=2)
     if client == "cursor":
-        return json.dumps({"mcpServers": {name: {"url": url, "headers": {"Authorization": header}}}}, indent=2)
+        # Cursor substitutes ${env:…} in headers from its own environment.
+        entry = {"url": url, "headers": {"Authorization": "Bearer ${env:IPYMCP_TOKEN}"}}
+        return (
+            f'# start Cursor from a shell where: export IPYMCP_TOKEN="$({command})"\n'
+            + json.dumps({"mcpServers": {name: entry}}, indent=2)
+        )
     if client == "claude-desktop":
-        # Claude Desktop's config file starts stdio servers only: bridge through ipymcp connect.
-        # The token goes in env, not args: other local users can read a process's arguments.
-        entry = {**client_entry(client, ["--url", url]), "env": {"IPYMCP_TOKEN": token}}
-        return json.dumps({"mcpServers": {name: entry}}, indent=2)
+        return (
+            "# Claude Desktop's config file starts stdio servers only: use the `ipymcp connect` entry "
+            "above (it reads the token from the kernel's runtime file, never from the notebook)."
+        )
     _require(client)
     return ""
 

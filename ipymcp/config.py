@@ -7,6 +7,8 @@ import os
 from traitlets import Bool, Enum, Float, Integer, List, Unicode, default
 from traitlets.config import Configurable
 
+from .policy.permissions import LEVELS
+
 
 class IPyMCP(Configurable):
     """Settings of the MCP server that ``%load_ext ipymcp`` starts inside the kernel."""
@@ -60,7 +62,7 @@ class IPyMCP(Configurable):
         200, help="Longest list_variables pattern accepted; longer ones are refused."
     ).tag(config=True)
 
-    # -- files and terminal (ipymcp/files.py, ipymcp/terminal.py) -------------------------------
+    # -- files and processes (ipymcp/workspace.py, ipymcp/processes.py) -----------------------
     root_dir = Unicode(
         "",
         help="The directory file tools may reach (and where commands start); empty: the notebook's "
@@ -105,7 +107,8 @@ class IPyMCP(Configurable):
     history_max_output_bytes = Integer(
         4 * 1024 * 1024,
         help="Largest single output the history keeps: longer text keeps its head and tail, bigger "
-        "bundles keep their small parts and a size note.",
+        "bundles keep their small parts and a size note; an Output widget keeps its newest outputs "
+        "within it.",
     ).tag(config=True)
     history_page_images = Integer(16, help="Images returned per get_output call.").tag(config=True)
 
@@ -116,7 +119,8 @@ class IPyMCP(Configurable):
         True,
         help="Reuse the port and token this notebook's (or this kernel's) previous server had, when "
         "the port is free, so direct-HTTP clients keep working across restarts. Kept in a 0600 file "
-        "in the runtime dir, never in the notebook. Ignored when port is set.",
+        "in the runtime dir, never in the notebook; forgotten when sharing stops. With port set, the "
+        "token of that port is reused.",
     ).tag(config=True)
     reload_after_restart = Bool(
         True,
@@ -129,7 +133,7 @@ class IPyMCP(Configurable):
 
     # -- the user stays in control (ipymcp/policy) --------------------------------------------
     permissions = Enum(
-        ["read", "edit", "execute", "full"],
+        list(LEVELS),
         default_value="execute",
         help="What agents may do: read (inspect), edit (+ write files and cells), execute (+ run code), "
         "full (+ terminal). Tools above the level are hidden and refused. Env: IPYMCP_PERMISSIONS. "
@@ -147,7 +151,9 @@ class IPyMCP(Configurable):
         "call is refused with an error instead of being shown cut.",
     ).tag(config=True)
     audit_max_bytes = Integer(
-        5_000_000, help="The audit log rotates when it grows past this size (one backup kept)."
+        50_000_000,
+        help="Byte budget of the audit log: the current file and nine rotated ones together. Each line "
+        "is at most 8 KiB, so at least the last 5,000 calls are kept whatever their size.",
     ).tag(config=True)
     max_request_body_bytes = Integer(
         4 * 1024 * 1024, help="Largest HTTP request body accepted; larger ones get 413."
@@ -157,6 +163,27 @@ class IPyMCP(Configurable):
         help="Largest reply sent through the Jupyter server (remote agents): the server sends every "
         "reply to each browser tab of the kernel, so a bigger tool result is cut (its text shortened, "
         "images left out) with a note saying what was left out; 0 sends replies whole.",
+    ).tag(config=True)
+    max_connections = Integer(
+        100,
+        help="HTTP connections open at once (each holds one of the kernel's file descriptors). At the "
+        "cap a new connection closes the oldest one that is not serving a request; when all are "
+        "serving, it is refused.",
+    ).tag(config=True)
+    header_timeout = Float(
+        10.0,
+        help="Seconds a connection may wait for its next request header; slower ones are closed. "
+        "Streams in progress (SSE, subscriptions/listen) are never closed for idling.",
+    ).tag(config=True)
+    max_sessions = Integer(
+        100,
+        help="MCP sessions (handshake-era clients) open at once; a new one beyond it is refused with "
+        "an error, never by closing an agent's session.",
+    ).tag(config=True)
+    session_idle_timeout = Float(
+        600.0,
+        help="Seconds after which a session with no request in flight and no open stream is closed "
+        "(the client then starts a new one).",
     ).tag(config=True)
     max_concurrent_calls = Integer(
         32, help="Tool calls in progress at once, all clients together; more are refused."
@@ -191,6 +218,6 @@ class IPyMCP(Configurable):
 
     @default("excluded_paths")
     def _default_excluded_paths(self) -> list[str]:
-        from .files import default_excluded_paths
+        from .workspace import default_excluded_paths
 
         return default_excluded_paths()

@@ -1,57 +1,41 @@
-"""nbformat-like outputs -> MCP content, within a budget. Every tool that returns outputs uses this.
+"""nbformat-like outputs as text: what each output reads as (HTML and markdown without a
+plain-text twin reduced to readable text, errors as their traceback, SVG and other formats as a
+one-line note), Output widgets in reading order, bytes in bundles encoded as the kernel's
+session encodes them, image sizes from their headers, a notebook file as text.
 
-Text from all outputs shares one character budget (head and tail kept, a marker says what was
-cut and how to get it); images become MCP image content up to a count and byte cap, downscaled
-when Pillow is installed; HTML/markdown without a plain-text twin is reduced to readable text;
-SVG and other formats become a one-line note.
+Pure Python (no SDK): the kernel's capture and history use it on the kernel's threads.
+``ipymcp.content`` turns outputs into MCP content within a budget.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import io
 import re
-from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
 
-from mcp.types import ImageContent, TextContent
+from .text import cut_middle, strip_ansi
 
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07")
-_IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
-IMAGE_TYPES = _IMAGE_TYPES
-
-
-@dataclass
-class Budget:
-    max_chars: int = 20_000
-    max_images: int = 4
-    max_image_bytes: int = 2_000_000
-    max_image_pixels: int = 1_600_000
-    # Said in the truncation marker: how the agent gets the rest.
-    fetch_hint: str = ""
-    # Said when an image is left out (over the count or byte cap): how the agent gets it.
-    image_hint: str = ""
+# Images returned as MCP image content (other image types, SVG included, are described).
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 
 
-@dataclass
-class ImageTally:
-    """Images already returned in this tool call; share one across several ``shape_outputs``."""
+def encode_binary(data: dict[str, Any]) -> dict[str, Any]:
+    """A mimebundle with bytes values (PIL, sympy, some ``Image`` objects) as base64 text.
 
-    images_used: int = 0
-    image_bytes_used: int = 0
-
-
-@dataclass
-class _Shaped:
-    blocks: list[Any] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    tally: ImageTally = field(default_factory=ImageTally)
-
-
-def strip_ansi(text: str) -> str:
-    return _ANSI.sub("", text)
+    The kernel's session does the same when it serialises a message (jupyter_client's
+    ``json_default``), so this is what every frontend received. ``data`` itself is never changed.
+    """
+    for value in data.values():
+        if isinstance(value, (bytes, bytearray)):
+            break
+    else:
+        return data  # the usual case: nothing to copy
+    return {
+        mime: base64.b64encode(value).decode("ascii") if isinstance(value, (bytes, bytearray)) else value
+        for mime, value in data.items()
+    }
 
 
 def as_text(value: Any) -> str:
@@ -61,9 +45,46 @@ def as_text(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
+def note(text: str) -> dict[str, Any]:
+    """A line ipymcp adds among outputs (a label, where output went); not an output itself."""
+    return {"output_type": NOTE, "text": text if text.endswith("\n") else text + "\n"}
+
+
+NOTE = "ipymcp_note"
+
+
+def flat_outputs(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Outputs in reading order: after a widget display, each Output widget it shows, labelled.
+
+    The history nests an Output widget's outputs under the display of the widget (the
+    ``output_widgets`` key); text and image readers want them in line, where the user sees them.
+    """
+    flat: list[dict[str, Any]] = []
+    for output in outputs:
+        flat.append(output)
+        for widget in output.get("output_widgets") or ():
+            flat.extend(output_widget_block(widget["model_id"], widget["outputs"], widget.get("outputs_not_kept", 0)))
+    return flat
+
+
+def output_widget_block(model_id: str, outputs: list[dict[str, Any]], not_kept: int = 0) -> list[dict[str, Any]]:
+    if not outputs:
+        return [note(f"[Output widget {model_id}: empty]")]
+    count = f"{len(outputs)} output" + ("s" if len(outputs) > 1 else "")
+    if not_kept:
+        count += f"; its {not_kept:,} earlier outputs were not kept by ipymcp's history (over its per-output cap)"
+    return [
+        note(f"[Output widget {model_id}: {count}]"),
+        *flat_outputs(outputs),
+        note(f"[end of Output widget {model_id}]"),
+    ]
+
+
 def output_text(output: dict[str, Any]) -> str:
     """The readable text of one output (no images)."""
     kind = output.get("output_type")
+    if kind == NOTE:
+        return output["text"]
     if kind == "stream":
         text = as_text(output.get("text", ""))
         return text if output.get("name") != "stderr" else _prefix_lines(text, "[stderr] ")
@@ -72,8 +93,16 @@ def output_text(output: dict[str, Any]) -> str:
         body = "\n".join(strip_ansi(line) for line in tb) if tb else f"{output.get('ename')}: {output.get('evalue')}"
         return body + "\n"
     if kind in ("execute_result", "display_data"):
+        if _not_displayed(output):
+            return ""
         return bundle_text(output.get("data") or {})
     return ""
+
+
+def _not_displayed(output: dict[str, Any]) -> bool:
+    """Colab's output-tag markers: a display_data its frontend never shows (``outputarea.nodisplay``)."""
+    area = (output.get("metadata") or {}).get("outputarea")
+    return isinstance(area, dict) and bool(area.get("nodisplay"))
 
 
 def _prefix_lines(text: str, prefix: str) -> str:
@@ -90,7 +119,7 @@ def bundle_text(data: dict[str, Any]) -> str:
     """
     plain = data.get("text/plain")
     if plain is not None and _DEFAULT_REPR.match(as_text(plain).strip()):
-        richer = ("text/markdown", "text/html", "text/latex", "image/svg+xml", *_IMAGE_TYPES)
+        richer = ("text/markdown", "text/html", "text/latex", "image/svg+xml", *IMAGE_TYPES)
         if any(mime in data for mime in richer):
             data = {k: v for k, v in data.items() if k != "text/plain"}
     for mime, convert in (
@@ -105,145 +134,40 @@ def bundle_text(data: dict[str, Any]) -> str:
         return f"[SVG image, {len(as_text(data['image/svg+xml'])):,} characters of markup: not shown]\n"
     if "application/json" in data:
         return f"{data['application/json']}\n"
-    if any(k in data for k in _IMAGE_TYPES):
+    if any(k in data for k in IMAGE_TYPES):
         return ""
     kinds = ", ".join(sorted(data)) or "nothing"
     return f"[output of type {kinds}: not shown as text]\n"
 
 
+# One output's text inside a notebook read as a file (read_file of an .ipynb).
+NOTEBOOK_FILE_OUTPUT_CHARS = 3_000
+
+
+def notebook_text(notebook: dict[str, Any], shown: str) -> str:
+    """A parsed notebook file as text: each cell's source, then its outputs as text (images as a
+    line saying they are not shown)."""
+    cells = notebook.get("cells", [])
+    kernel = (notebook.get("metadata", {}).get("kernelspec") or {}).get("name", "unknown")
+    parts = [f"# {shown}: notebook with {len(cells)} cells, kernel {kernel} (raw=True shows the JSON)\n"]
+    for index, cell in enumerate(cells, 1):
+        count = cell.get("execution_count")
+        label = f"[cell {index}] {cell.get('cell_type', '?')}" + (f", execution_count {count}" if count is not None else "")
+        cell_id = cell.get("id")
+        parts.append(label + (f" (id {cell_id})" if cell_id else "") + "\n")
+        parts.append(as_text(cell.get("source", "")).rstrip("\n") + "\n")
+        outputs = cell.get("outputs") or []
+        if outputs:
+            parts.append("[outputs]\n")
+            for output in outputs:
+                parts.append(cut_middle(output_text(dict(output)), NOTEBOOK_FILE_OUTPUT_CHARS))
+                parts.extend(f"[{mime} output not shown]\n" for mime in output.get("data") or {} if mime.startswith("image/"))
+        parts.append("\n")
+    return "".join(parts)
+
+
 def _html(value: Any) -> str:
     return html_to_text(as_text(value))
-
-
-def shape_outputs(outputs: list[dict[str, Any]], budget: Budget, tally: ImageTally | None = None) -> list[Any]:
-    """MCP content blocks for ``outputs``: texts merged in order, images where they occurred.
-
-    Pass the same ``tally`` to several calls that answer one tool call, so the image caps hold
-    for the whole answer.
-    """
-    shaped = _Shaped(tally=tally if tally is not None else ImageTally())
-    pieces: list[Any] = []  # str or ImageContent, in output order
-    for output in outputs:
-        text = output_text(output)
-        if text:
-            pieces.append(text)
-        data = output.get("data") or {}
-        for mime in _IMAGE_TYPES:
-            if mime in data:
-                image = image_content(data[mime], mime, budget, shaped.tally, shaped.notes)
-                if image is not None:
-                    pieces.append(image)
-                break
-    total = sum(len(p) for p in pieces if isinstance(p, str))
-    cut = _Cut.plan(total, budget.max_chars) if total > budget.max_chars else None
-    position, buffer = 0, []
-    for piece in pieces + [None]:
-        if isinstance(piece, str):
-            buffer.append(piece)
-            continue
-        text = "".join(buffer)
-        buffer.clear()
-        if cut is not None:
-            text, position = cut.apply(text, position), position + len(text)
-        if text:
-            shaped.blocks.append(TextContent(type="text", text=text))
-        if piece is not None:
-            shaped.blocks.append(piece)
-    if cut is not None:
-        hint = f"; {budget.fetch_hint}" if budget.fetch_hint else ""
-        shaped.notes.append(f"[output truncated: {total:,} characters, the middle {cut.removed:,} cut{hint}]")
-    if shaped.notes:
-        shaped.blocks.append(TextContent(type="text", text="\n".join(shaped.notes)))
-    return shaped.blocks
-
-
-@dataclass
-class _Cut:
-    """Keep the first ``head_end`` and the characters from ``tail_start`` of the joined text."""
-
-    head_end: int
-    tail_start: int
-
-    @classmethod
-    def plan(cls, total: int, max_chars: int) -> _Cut:
-        keep = max(200, max_chars)
-        head = keep * 2 // 3
-        return cls(head, total - (keep - head))
-
-    @property
-    def removed(self) -> int:
-        return self.tail_start - self.head_end
-
-    def apply(self, text: str, start: int) -> str:
-        """The kept part of ``text``, which begins at ``start`` in the joined text."""
-        end = start + len(text)
-        head = text[: max(0, min(end, self.head_end) - start)]
-        tail = text[max(0, self.tail_start - start) :] if end > self.tail_start else ""
-        marker = f"\n[... {self.removed:,} characters cut ...]\n" if start <= self.head_end < end else ""
-        return head + marker + tail
-
-
-def image_content(value: Any, mime: str, budget: Budget, tally: ImageTally, notes: list[str]) -> ImageContent | None:
-    """One image as MCP content within the call's caps (downscaled if needed), or None + a note."""
-    b64 = as_text(value).replace("\n", "")
-    raw_size = len(b64) * 3 // 4
-    hint = f"; {budget.image_hint}" if budget.image_hint else ""
-    if tally.images_used >= budget.max_images:
-        notes.append(f"[{mime} image not returned: more than {budget.max_images} images in this call{hint}]")
-        return None
-    if mime in ("image/png", "image/jpeg"):
-        b64, mime, note = _fit_image(b64, mime, budget)
-        if note:
-            notes.append(note)
-        if b64 is None:
-            return None
-        raw_size = len(b64) * 3 // 4
-    if tally.image_bytes_used + raw_size > budget.max_image_bytes:
-        notes.append(
-            f"[{mime} image of {raw_size:,} bytes not returned: over this call's image budget "
-            f"of {budget.max_image_bytes:,} bytes{hint}]"
-        )
-        return None
-    tally.images_used += 1
-    tally.image_bytes_used += raw_size
-    return ImageContent(type="image", data=b64, mime_type=mime)
-
-
-def _fit_image(b64: str, mime: str, budget: Budget) -> tuple[str | None, str, str | None]:
-    """Downscale an image over the pixel or byte budget; without Pillow, say what happened."""
-    width, height = image_size(b64, mime)
-    too_many_pixels = width * height > budget.max_image_pixels if width and height else False
-    too_big = len(b64) * 3 // 4 > budget.max_image_bytes
-    if not (too_many_pixels or too_big):
-        return b64, mime, None
-    try:
-        from PIL import Image
-    except ImportError:
-        return None, mime, (
-            f"[{mime} image {width}x{height} not returned: too large and Pillow is not installed "
-            "to downscale it (pip install pillow), or save it to a file and read a smaller copy]"
-        )
-    try:
-        image = Image.open(io.BytesIO(base64.b64decode(b64)))
-        image.load()
-    except Exception as exc:  # noqa: BLE001 - a corrupt image must not fail the whole call
-        return None, mime, f"[{mime} image not returned: it could not be decoded ({type(exc).__name__})]"
-    scale = min(1.0, (budget.max_image_pixels / max(1, image.width * image.height)) ** 0.5)
-    for _ in range(6):
-        size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
-        resized = image.resize(size) if scale < 1.0 else image
-        out = io.BytesIO()
-        if mime == "image/jpeg" or resized.mode not in ("RGBA", "LA", "P"):
-            resized.convert("RGB").save(out, format="JPEG", quality=85)
-            new_mime = "image/jpeg"
-        else:
-            resized.save(out, format="PNG", optimize=True)
-            new_mime = "image/png"
-        if out.tell() <= budget.max_image_bytes:
-            note = f"[image downscaled from {image.width}x{image.height} to {size[0]}x{size[1]}]"
-            return base64.b64encode(out.getvalue()).decode(), new_mime, note
-        scale *= 0.6
-    return None, mime, f"[{mime} image {image.width}x{image.height} not returned: still too large after downscaling]"
 
 
 def image_size(b64: str, mime: str) -> tuple[int, int]:

@@ -54,7 +54,15 @@ class CellError(AssertionError):
 class KernelHarness:
     """A real kernel plus a client that plays the user's frontend."""
 
-    def __init__(self, cwd: Path | None = None, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        cwd: Path | None = None,
+        env: dict[str, str | None] | None = None,
+        extra_arguments: list[str] | None = None,
+        **popen: Any,
+    ):
+        """``popen``: passed to the kernel's ``Popen`` (e.g. ``stdout=``/``stderr=`` files, to
+        catch anything written to the kernel process's own streams)."""
         from jupyter_client import KernelManager
 
         self.cwd = cwd or Path(tempfile.mkdtemp(prefix="nb-", dir=_ROOT))
@@ -63,7 +71,12 @@ class KernelHarness:
         # Named like Jupyter Server names them, so the kernel id is the connection file's.
         connection_file = _ROOT / "runtime" / f"kernel-{uuid.uuid4()}.json"
         self.km = KernelManager(kernel_name=KERNEL_NAME, connection_file=str(connection_file))
-        self.km.start_kernel(cwd=str(self.cwd), env={**os.environ, **(env or {})})
+        # A None value removes the variable (e.g. PYTEST_CURRENT_TEST, which turns off ipykernel's
+        # capture of fd-level output).
+        kernel_env = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
+        self.km.start_kernel(
+            cwd=str(self.cwd), env=kernel_env, extra_arguments=extra_arguments or [], **popen
+        )
         self.kc = self.km.client()
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=60)
@@ -178,6 +191,24 @@ async def user_cell_running(client: Any, fragment: str, timeout: float = 20) -> 
         lambda s: s["state"] == "busy" and fragment in (s.get("user_cell") or {}).get("code_head", ""),
         timeout,
     )
+
+
+def wait_until_ready(kc: Any, timeout: float = 60) -> None:
+    """``kc.wait_for_ready`` for a client without a KernelManager (one made from a connection file).
+
+    Such a client judges "alive" by the heartbeat alone, and one beat missed while a kernel still
+    imports on a loaded machine raises "Kernel died before replying to kernel_info". Ask again
+    until the deadline instead; a kernel that is really gone still fails then.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            kc.wait_for_ready(timeout=max(1.0, deadline - time.monotonic()))
+            return
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def text_of(result: Any) -> str:

@@ -24,6 +24,9 @@ def free_port() -> int:
 class JupyterServer:
     """``python -m <module>`` (jupyter_server, or jupyterlab for the browser suites) serving ``root``."""
 
+    # The interpreter of the server's environment (its kernels run there too, as python3).
+    python = sys.executable
+
     def __init__(
         self,
         root: Path,
@@ -38,7 +41,7 @@ class JupyterServer:
         self.log = open(root.parent / "jupyter-server.log", "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", module, "--no-browser", "--allow-root", "--ip=127.0.0.1",
+                self.python, "-m", module, "--no-browser", "--allow-root", "--ip=127.0.0.1",
                 f"--port={self.port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
                 f"--ServerApp.root_dir={root}", *extra_args,
             ],

@@ -81,3 +81,17 @@ def test_runtime_file_is_private_and_describes_the_server(kernel):
     assert {"pid", "started", "version", "notebook_path"} <= set(info)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+
+
+def test_host_then_origin_then_token_one_check_each(kernel):
+    """421 before 403 before 401, decided by ipymcp's gate alone (the SDK's own Host/Origin check
+    is off: it would repeat ours, after it, with the same lists)."""
+    assert post(kernel.url, {"Host": "evil.example:80"}) == 421
+    assert post(kernel.url, {"Host": "evil.example:80", "Origin": "https://evil.example"}) == 421
+    assert post(kernel.url, {"Origin": "https://evil.example"}) == 403
+    assert post(kernel.url, {}) == 401
+    sdk_check = kernel.run(
+        "import ipymcp._state as _s\n"
+        "print(_s.runtime.mcp.session_manager.security_settings.enable_dns_rebinding_protection); del _s"
+    )["stdout"].strip()
+    assert sdk_check == "False"

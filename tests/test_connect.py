@@ -462,14 +462,12 @@ async def test_mcp_config_in_the_notebook_prints_the_entry_ipymcp_config_prints(
     server = entry["mcpServers"]["ipymcp"]
     async with connect(*server["args"][1:]) as bridge:  # the printed entry reaches this notebook
         assert await bridge.run("who") == "'alpha'"
-    assert "Bearer " + alpha.token in printed  # and the direct-HTTP variant
+    assert alpha.token not in printed  # the direct-HTTP variant reads it from the environment
+    assert "Bearer ${env:IPYMCP_TOKEN}" in printed
 
 
-async def test_the_claude_desktop_http_variant_connects_with_the_token_in_env(two_kernels: Any) -> None:
+def test_claude_desktop_has_no_direct_http_variant_and_names_the_bridge_instead() -> None:
     from ipymcp.clients import http_snippet
 
-    root, alpha, beta = two_kernels
-    entry = json.loads(http_snippet("claude-desktop", beta.url, beta.token))["mcpServers"]["ipymcp"]
-    assert beta.token not in json.dumps(entry["args"])  # process arguments are readable by other users
-    async with connect(*entry["args"][1:], env=entry["env"]) as bridge:
-        assert await bridge.run("who") == "'beta'"
+    text = http_snippet("claude-desktop", "http://127.0.0.1:1/mcp", ["ipymcp", "token", "--kernel-id", "k"])
+    assert text.startswith("#") and "ipymcp connect" in text

@@ -111,7 +111,7 @@ def test_atomic_write_interrupted_midway_leaves_the_old_file_whole(kernel, workd
     script = textwrap.dedent(
         f"""
         import resource, signal, sys
-        from ipymcp.files import Limits, Workspace
+        from ipymcp.workspace import Limits, Workspace
         # Python ignores SIGXFSZ (the write then fails with EFBIG); its default action kills the process.
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN if {how == "write error"!r} else signal.SIG_DFL)
         resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
@@ -370,7 +370,7 @@ def test_moves_across_file_systems_copy_through_descriptors_and_never_clobber(tm
     script = textwrap.dedent(
         """
         import os, sys
-        from ipymcp.files import Workspace, WorkspaceError
+        from ipymcp.workspace import Workspace, WorkspaceError
         root = sys.argv[1]
         workspace = Workspace(root)
         print(workspace.move_path("tree", "mnt/tree"))
@@ -428,7 +428,7 @@ def test_no_overwrite_moves_refuse_an_existing_destination_with_or_without_renam
 ):
     """Where the OS has no atomic no-replace rename, files fall back to link+unlink (still atomic)."""
     from ipymcp import _dirfd
-    from ipymcp.files import Workspace, WorkspaceError
+    from ipymcp.workspace import Workspace, WorkspaceError
 
     if not native:
         monkeypatch.setattr(_dirfd, "_native_noreplace", lambda: None)
@@ -458,7 +458,7 @@ def test_a_very_deep_tree_is_deleted_with_few_descriptors():
     script = textwrap.dedent(
         """
         import os, resource, sys
-        from ipymcp.files import Workspace
+        from ipymcp.workspace import Workspace
         root = sys.argv[1]
         os.chdir(root)
         for _ in range(1500):  # relative steps: the full path is longer than PATH_MAX

@@ -74,7 +74,7 @@ def _drain_iopub(harness: KernelHarness, until: Any, timeout: float = 10.0) -> l
 def test_load_ext_announces_itself_on_a_comm(plain: KernelHarness) -> None:
     opens = [m for m in plain.load_outputs if m["msg_type"] == "comm_open"]
     assert [m["content"]["target_name"] for m in opens] == ["ipymcp.announce"]
-    assert opens[0]["content"]["data"] == {"protocol": 1}
+    assert opens[0]["content"]["data"] == {"protocol": 2}
 
 
 async def test_kernel_status_reports_no_extension_when_no_view_connects(plain: KernelHarness) -> None:
@@ -150,7 +150,7 @@ async def test_insert_cell_offers_a_labelled_set_next_input_proposal(plain: Kern
 
 async def test_activity_output_is_updated_in_place_with_the_agents_actions(plain: KernelHarness) -> None:
     display_id = plain.run(
-        "import ipymcp._state as _s; print(_s.runtime._status_display.display_id); del _s"
+        "import ipymcp._state as _s; print(_s.runtime.status_display.display_id); del _s"
     )["stdout"].strip()
     loaded = [m for m in plain.load_outputs if m["msg_type"] == "display_data"]
     assert loaded and loaded[0]["content"]["transient"]["display_id"] == display_id

@@ -148,7 +148,8 @@ async def test_token_rotation_refuses_the_old_token_disconnects_its_sessions_and
         old = harness.token
         async with mcp_client(harness.url, old, mode="legacy") as c:
             assert not (await c.call_tool("kernel_status", {})).is_error
-            new = harness.run("%mcp token --rotate")["stdout"].strip()
+            assert old not in harness.run("%mcp token --rotate")["stdout"]
+            new = json.loads((runtime_dir() / f"kernel-{harness.kernel_id}.json").read_text())["token"]
             assert new and new != old
             with pytest.raises(Exception):  # noqa: B017 - the session is gone and the token is refused
                 await c.call_tool("kernel_status", {})

@@ -17,8 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import jsonschema
 import pytest
-from conftest import KERNEL_NAME, KernelHarness, answered_by_a_new_kernel, mcp_client, runtime_dir, text_of
+from conftest import (
+    KERNEL_NAME,
+    KernelHarness,
+    answered_by_a_new_kernel,
+    mcp_client,
+    runtime_dir,
+    text_of,
+    wait_until_ready,
+)
 from real_jupyter import JupyterServer
 from test_connect import connect
 
@@ -43,7 +52,7 @@ class NotebookKernel:
         self.kc = BlockingKernelClient(connection_file=str(connection_file))
         self.kc.load_connection_file()
         self.kc.start_channels()
-        self.kc.wait_for_ready(timeout=60)
+        wait_until_ready(self.kc)
 
     def run(self, code: str) -> str:
         out: list[str] = []
@@ -186,6 +195,11 @@ async def test_an_ipymcp_connect_session_gets_restart_kernel_answered_once_ipymc
         assert not result.is_error, text_of(result)
         assert "restarted and ipymcp is back" in text_of(result)
         assert notebook.info()["pid"] != info["pid"]
+        # The answer matches restart_kernel's output schema (the SDK client checked it too).
+        schema = next(t.output_schema for t in (await bridge.client.list_tools()).tools if t.name == "restart_kernel")
+        jsonschema.validate(result.structured_content, schema)
+        assert result.structured_content["state"] == "back"
+        assert result.structured_content["pid"] == notebook.info()["pid"]
         # No error at all afterwards: the restart was asked for.
         assert await bridge.run("'x' in dir()") == "False"
         assert await bridge.run("6 * 7") == "42"

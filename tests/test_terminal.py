@@ -194,6 +194,15 @@ async def test_read_process_waits_for_a_burst_to_finish(kernel):
     assert "first" in burst and "second" in burst, burst
 
 
+async def test_read_process_shows_the_last_progress_state(kernel):
+    # A progress line that ends in "\r" (curl, pip, tqdm) read as "" before: the last state was lost.
+    async with kernel.client() as c:
+        info = (await c.call_tool("start_process", {"command": "printf '10%%\\r20%%\\r'; sleep 30"})).structured_content
+        text = await read_until(c, info["id"], "20%", seconds=10)
+        await c.call_tool("stop_process", {"id": info["id"]})
+    assert "20%" in text, text
+
+
 async def test_background_process_is_read_incrementally_written_to_and_stopped(kernel):
     async with kernel.client() as c:
         started = await c.call_tool("start_process", {"command": "python -i -q"})

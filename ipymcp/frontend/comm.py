@@ -4,7 +4,14 @@
 ``ipymcp.announce``. Every notebook view running the labextension answers by opening its own
 ``ipymcp`` comm (also after a page reload: the extension asks for the announce comm with
 ``comm_info_request``). Requests are ``{id, op, args}``; each gets exactly one reply
-``{id, ok, result | error}``. Views also send ``{event: 'focus'}`` when the user focuses them.
+``{id, ok, result | error}``, and (protocol 2) an ``{id, ack: true}`` the moment the view receives
+it. Views also send ``{event: 'focus'}`` when the user focuses them, and close their comm when the
+view is closed or the page unloads (goodbye). The kernel sends ``{event: 'state', came_back}``.
+
+Gone views: a view not heard from for FRESH_SECONDS is pinged before use, and a request a view
+does not acknowledge within PING_TIMEOUT, at a time the kernel could have handled the ack (a comm
+subshell, or an idle main shell), drops that view and goes to the next one: no call waits out
+its timeout for a page that is gone.
 
 Threading: replies arrive on whatever thread the kernel handles comm messages on (the main
 shell on ipykernel 6 and without subshells; a subshell thread with ipykernel 7 + JupyterLab
@@ -24,14 +31,22 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .protocol import (
+    ACK_PROTOCOL,
+    ANNOUNCE_TARGET,
+    OLDEST_PROTOCOL,
+    PROTOCOL,
+    VIEW_TARGET,
+    Op,
+    reply_error_code,
+    view_protocol,
+)
+
 if TYPE_CHECKING:
     from .._runtime import Runtime
 
 log = logging.getLogger("ipymcp.frontend")
 
-ANNOUNCE_TARGET = "ipymcp.announce"
-VIEW_TARGET = "ipymcp"
-PROTOCOL = 1
 # Without a view after this long (or once the announce comm is closed back), there is no extension.
 DETECT_SECONDS = 2.0
 PING_TIMEOUT = 1.5
@@ -48,11 +63,15 @@ class NoFrontendError(FrontendError):
 
 
 class StaleCellError(FrontendError):
-    pass
+    """The user changed the cell since the agent read it (the view refused the write)."""
+
+
+class UnknownOpError(FrontendError):
+    """The view's extension predates this op (an older ipymcp in the Jupyter server's environment)."""
 
 
 class FrontendTimeout(FrontendError):
-    pass
+    """The view did not answer in time."""
 
 
 @dataclass
@@ -64,6 +83,7 @@ class View:
     app: str
     app_version: str
     client: str
+    protocol: int = 1
     connected_at: float = field(default_factory=time.monotonic)
     focused_at: float = 0.0
     last_reply: float = 0.0
@@ -92,16 +112,48 @@ class Pending:
     op: str
     view: View
     event: threading.Event = field(default_factory=threading.Event)
+    # Set on the view's ack (or its reply): the view has the request.
+    received: threading.Event = field(default_factory=threading.Event)
     reply: dict[str, Any] | None = None
-    sent_at: float = field(default_factory=time.monotonic)
+
+
+class SeenCells:
+    """Each cell as the agent last saw it (read_notebook, get_active_cell, its own insert or
+    edit): writes must quote that revision (stale-write guard), and edit_cell's approval prompt
+    shows the change against that source."""
+
+    def __init__(self) -> None:
+        self._revisions: dict[str, str] = {}
+        self._sources: dict[str, tuple[str, str]] = {}
+
+    def remember(self, cell: dict[str, Any]) -> None:
+        cell_id, revision = cell.get("id"), cell.get("revision")
+        if isinstance(cell_id, str) and revision:
+            self._revisions[cell_id] = revision
+            if isinstance(cell.get("source"), str):
+                self._sources[cell_id] = (revision, cell["source"])
+
+    def forget(self, cell_id: str) -> None:
+        self._revisions.pop(cell_id, None)
+
+    def revision(self, cell_id: str) -> str | None:
+        return self._revisions.get(cell_id)
+
+    def source(self, cell_id: str, revision: str | None) -> str | None:
+        """The source last seen, if it is the one ``revision`` names (None: the last one)."""
+        last = self._sources.get(cell_id)
+        return last[1] if last is not None and revision in (None, last[0]) else None
 
 
 class FrontendLink:
     """``runtime.frontend``: the views connected to this kernel and requests to them."""
 
-    def __init__(self, runtime: Runtime):
+    def __init__(self, runtime: Runtime, on_stop_sharing: Callable[[], None]):
         self.runtime = runtime
         self.kernel = runtime.kernel
+        # The notice's "Stop sharing" button (a view event): stops ipymcp in this kernel.
+        self._on_stop_sharing = on_stop_sharing
+        self.seen = SeenCells()
         self._views: dict[str, View] = {}
         self._pending: dict[int, Pending] = {}
         self._lock = threading.Lock()
@@ -141,6 +193,7 @@ class FrontendLink:
             pending, self._pending = list(self._pending.values()), {}
         for slot in pending:
             slot.reply = {"ok": False, "error": "ipymcp stopped"}
+            slot.received.set()
             slot.event.set()
         for comm in [self._announce] + [v.comm for v in views]:
             if comm is not None and not getattr(comm, "_closed", False):
@@ -183,7 +236,7 @@ class FrontendLink:
             "extension": state,
             "notebook_tools": "live" if live else "read-only (from the .ipynb on disk)",
             "views": [v.describe() for v in self.views],
-            "activity_output": bool(getattr(self.runtime, "_status_display", None)),
+            "activity_output": self.runtime.status_display is not None,
             "set_next_input": frontend != "colab",
             "protocol": PROTOCOL,
         }
@@ -192,20 +245,20 @@ class FrontendLink:
         return caps
 
     # -- requests --------------------------------------------------------------------------
-    def request(self, op: str, args: dict[str, Any] | None = None, timeout: float = 10.0) -> dict[str, Any]:
+    def request(self, op: Op, args: dict[str, Any] | None = None, timeout: float = 10.0) -> dict[str, Any]:
         """Send ``op`` to the chosen view and wait for its reply (blocking; never on the main thread)."""
         if threading.current_thread() is threading.main_thread():
             raise FrontendError("notebook requests cannot wait on the kernel's main thread")
-        view = self.choose_view()
-        slot = self._send(view, op, args or {})
-        if not slot.event.wait(timeout):
+        started = time.monotonic()
+        slot = self.deliver(op, args or {})
+        if not slot.event.wait(max(0.0, timeout - (time.monotonic() - started))):
             self._forget(slot)
             raise FrontendTimeout(self._timeout_message(op, timeout))
         return self._result(slot)
 
     async def arequest(
         self,
-        op: str,
+        op: Op,
         args: dict[str, Any] | None = None,
         timeout: float = 10.0,
         on_tick: Callable[[float], Awaitable[None]] | None = None,
@@ -213,9 +266,8 @@ class FrontendLink:
         """``request`` for the server's event loop, calling ``on_tick(elapsed)`` about once a second."""
         import anyio
 
-        view = await anyio.to_thread.run_sync(self.choose_view)
-        slot = self._send(view, op, args or {})
         started, last_tick = time.monotonic(), 0.0
+        slot = await anyio.to_thread.run_sync(self.deliver, op, args or {})
         try:
             while not slot.event.is_set():
                 elapsed = time.monotonic() - started
@@ -229,6 +281,22 @@ class FrontendLink:
             if not slot.event.is_set():
                 self._forget(slot)
         return self._result(slot)
+
+    def deliver(self, op: Op, args: dict[str, Any]) -> Pending:
+        """Send ``op`` to the chosen view and make sure it got there (blocking, up to PING_TIMEOUT
+        per view that turns out to be gone); returns the slot to wait on for the reply."""
+        while True:
+            view = self.choose_view()
+            idle_before = self._main_shell_idle()
+            slot = self._send(view, op, args)
+            if view.protocol < ACK_PROTOCOL or slot.received.wait(PING_TIMEOUT):
+                return slot
+            if not (view.subshell or (idle_before and self._main_shell_idle())):
+                # Its ack waits behind the running cell (no comm subshells): it may well be there.
+                return slot
+            self._forget(slot)
+            log.info("dropping view %s (%s): it did not acknowledge %s", view.comm_id, view.path, op)
+            self._drop(view)
 
     def choose_view(self) -> View:
         """The view to address: path match, then most recently focused, then most recent.
@@ -282,9 +350,9 @@ class FrontendLink:
 
     def _main_shell_idle(self) -> bool:
         runtime = self.runtime
-        return not runtime.cells.user_cell_busy() and runtime.bridge.current is None
+        return not runtime.cells.user_cell_busy() and runtime.main_thread.current is None
 
-    def _send(self, view: View, op: str, args: dict[str, Any]) -> Pending:
+    def _send(self, view: View, op: Op, args: dict[str, Any]) -> Pending:
         slot = Pending(id=next(self._ids), op=op, view=view)
         with self._lock:
             self._pending[slot.id] = slot
@@ -300,8 +368,11 @@ class FrontendLink:
         if reply.get("ok"):
             return reply.get("result") or {}
         error = str(reply.get("error") or "the notebook view reported an error")
-        if reply.get("stale"):
+        code = reply_error_code(reply)
+        if code == "stale_cell":
             raise StaleCellError(error)
+        if code == "unknown_op":
+            raise UnknownOpError(error)
         raise FrontendError(error)
 
     def _timeout_message(self, op: str, timeout: float) -> str:
@@ -317,12 +388,17 @@ class FrontendLink:
     # -- comm callbacks (main shell or subshell thread) ----------------------------------------
     def _on_view_open(self, comm: Any, msg: dict[str, Any]) -> None:
         data = msg.get("content", {}).get("data") or {}
+        if view_protocol(data.get("protocol")) < OLDEST_PROTOCOL:
+            log.warning("a notebook view speaks protocol %s, older than %s: not used", data.get("protocol"), OLDEST_PROTOCOL)
+            send_without_parent_close(comm, self.kernel)
+            return
         view = View(
             comm=comm,
             path=str(data.get("path") or ""),
             app=str(data.get("app") or ""),
             app_version=str(data.get("appVersion") or ""),
             client=str(data.get("client") or ""),
+            protocol=view_protocol(data.get("protocol")),
         )
         if data.get("focused"):
             view.focused_at = time.monotonic()
@@ -333,6 +409,19 @@ class FrontendLink:
             self._ever_connected = True
         self._detected.set()
         log.info("notebook view connected: %s in %s %s", view.path, view.app, view.app_version)
+        self._send_state(view)
+
+    def send_state(self) -> None:
+        """Tell every view what all of them show in their banner (e.g. after a restart's come-back)."""
+        for view in self.views:
+            self._send_state(view)
+
+    def _send_state(self, view: View) -> None:
+        state = {"event": "state", "came_back": self.runtime.came_back is not None}
+        try:
+            send_without_parent(view.comm, state, self.kernel)
+        except Exception:  # noqa: BLE001 - a view that just went away
+            log.debug("could not send the state to %s", view.comm_id, exc_info=True)
 
     def _on_view_msg(self, view: View, msg: dict[str, Any]) -> None:
         if msg.get("header", {}).get("subshell_id"):
@@ -342,15 +431,20 @@ class FrontendLink:
             view.focused_at = time.monotonic()
             return
         if data.get("event") == "stop_sharing":
-            # The notice's "Stop sharing" button; not on this (comm) thread: stopping closes the comms.
-            from ..restart import stop_sharing
-
-            threading.Thread(target=stop_sharing, name="ipymcp-stop-sharing", daemon=True).start()
+            # Not on this (comm) thread: stopping closes the comms.
+            threading.Thread(target=self._on_stop_sharing, name="ipymcp-stop-sharing", daemon=True).start()
+            return
+        view.last_reply = time.monotonic()
+        if data.get("ack"):
+            with self._lock:
+                slot = self._pending.get(data.get("id"))
+            if slot is not None:
+                slot.received.set()
             return
         with self._lock:
             slot = self._pending.pop(data.get("id"), None)
-        view.last_reply = time.monotonic()
         if slot is not None:
+            slot.received.set()
             slot.reply = data
             slot.event.set()
 
@@ -367,6 +461,7 @@ class FrontendLink:
                 self._pending.pop(slot.id, None)
         for slot in orphans:
             slot.reply = {"ok": False, "error": "the notebook view went away (closed or reloaded); retry"}
+            slot.received.set()
             slot.event.set()
         if close and not getattr(view.comm, "_closed", False):
             try:
@@ -376,7 +471,8 @@ class FrontendLink:
 
 
 def open_comm(target: str, data: dict[str, Any]) -> Any:
-    """A kernel-side comm on every ipykernel we support (see kernel-internals.md §6)."""
+    """A kernel-side comm on every ipykernel we support (``comm.create_comm`` from 6.18 on; before
+    that, the ``comm`` package's default is a dummy that sends nothing)."""
     import ipykernel
 
     if _version_tuple(ipykernel.__version__) >= (6, 18):
@@ -400,7 +496,7 @@ def _version_tuple(version: str) -> tuple[int, ...]:
 def _without_parent(kernel: Any, action: Callable[[], None]) -> None:
     # ipykernel 7 routes the frontend's reply to the subshell of the *sender's* parent; from a
     # thread that is the main shell, so replies would wait behind a running cell. With an
-    # empty parent the reply stays on the frontend's comm subshell (frontend.md §2.4).
+    # empty parent the reply stays on the frontend's comm subshell.
     var = getattr(kernel, "_shell_parent", None)
     if isinstance(var, contextvars.ContextVar):
 

@@ -14,12 +14,12 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .._runtime import Runtime
+from ..text import one_line, scrub
 
 PROPOSAL_LABEL = "# Proposed by the agent (ipymcp): review, edit or delete; it has not been run.\n"
 
@@ -40,26 +40,31 @@ class ActivityLog:
     # ~0.6 ms, more than the rest of an execute("1+1") round trip inside the kernel.
     COALESCE_S = 0.05
 
-    def __init__(self, runtime: Runtime, size: int = 6):
-        self.runtime = runtime
+    def __init__(self, publish: Callable[[], None], secrets: Callable[[], Iterable[str]], size: int = 6):
+        # Re-renders the status display (with ``markdown()``); never called on the server's loop.
+        self._publish = publish
+        # The tokens no line may contain: the activity output is saved with the notebook.
+        self._secrets = secrets
         self.entries: deque[Activity] = deque(maxlen=size)
         self._lock = threading.Lock()
-        self.updates = 0
         self._pending = threading.Event()
+        # One publisher at a time: flush() and the coalescing thread never publish the same entry twice.
+        self._publish_lock = threading.Lock()
         self._closed = False
         self._thread: threading.Thread | None = None
 
     def record(self, tool: str, summary: str, result: str = "", ok: bool = True) -> None:
+        # Scrubbed before the line is cut: not even half a token.
+        secrets = list(self._secrets())
         entry = Activity(
             at=_dt.datetime.now().strftime("%H:%M:%S"),
             tool=tool,
-            summary=_one_line(summary, 100),
-            result=_one_line(result, 120),
+            summary=one_line(scrub(str(summary), secrets), 100),
+            result=one_line(scrub(str(result), secrets), 120),
             ok=ok,
         )
         with self._lock:
             self.entries.append(entry)
-            self.updates += 1
             if self._thread is None and not self._closed:
                 self._thread = threading.Thread(target=self._publish_loop, name="ipymcp-activity", daemon=True)
                 self._thread.start()
@@ -71,8 +76,20 @@ class ActivityLog:
             if self._closed:
                 return
             time.sleep(self.COALESCE_S)
+            self._publish_pending()
+
+    def _publish_pending(self) -> None:
+        with self._publish_lock:
+            if not self._pending.is_set():
+                return  # flush() published it already
             self._pending.clear()
-            self.runtime._update_status_display()
+            self._publish()
+
+    def flush(self) -> None:
+        """Publish what is pending now, on this thread: a message this thread sends next (the save
+        request) reaches the notebook view after the update, so the saved file has it and no late
+        update makes the notebook dirty again."""
+        self._publish_pending()
 
     def close(self) -> None:
         """Publish what is pending and end the thread (on stop)."""
@@ -80,7 +97,7 @@ class ActivityLog:
         self._pending.set()
         if self._thread is not None:
             self._thread.join(1)
-            self.runtime._update_status_display()
+            self._publish()
 
     def markdown(self) -> str:
         with self._lock:
@@ -95,19 +112,18 @@ class ActivityLog:
         return "\n".join(lines)
 
 
-def record(runtime: Any, tool: str, summary: str, result: str = "", ok: bool = True) -> None:
-    """Add to the activity output if there is one (a no-op before the frontend module starts)."""
-    activity = getattr(runtime, "activity", None)
+def record(
+    activity: ActivityLog | None, tool: str, summary: str, result: str = "", ok: bool = True, flush: bool = False
+) -> None:
+    """Add to the activity output if there is one (none when the frontend link did not start);
+    ``flush`` publishes it at once, on this thread (see ``ActivityLog.flush``)."""
     if activity is not None:
         try:
             activity.record(tool, summary, result, ok)
+            if flush:
+                activity.flush()
         except Exception:  # noqa: BLE001 - the display must never break a tool call
             pass
-
-
-def _one_line(text: str, limit: int) -> str:
-    text = " ⏎ ".join(line.strip() for line in str(text).strip().splitlines() if line.strip())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _code(text: str) -> str:
@@ -149,6 +165,6 @@ def _join(value: Any) -> str:
     return "".join(value) if isinstance(value, list) else str(value or "")
 
 
-def propose_cell(runtime: Runtime, source: str) -> None:
+def propose_cell(shell: Any, source: str) -> None:
     """Queue a new cell via ``set_next_input``: it appears below the next cell the user runs."""
-    runtime.shell.set_next_input(PROPOSAL_LABEL + source, replace=False)
+    shell.set_next_input(PROPOSAL_LABEL + source, replace=False)

@@ -15,10 +15,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from .bridge import AgentJob
 from .capture import Capture
+from .mainthread import AgentJob
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
 
@@ -26,20 +26,27 @@ _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
 @dataclass
 class ExecutionResult:
     outputs: list[dict[str, Any]] = field(default_factory=list)
-    status: str = "ok"  # ok | error | interrupted
+    status: Literal["ok", "error", "interrupted"] = "ok"
     execution_count: int | None = None
     duration: float = 0.0
+    # What ipymcp undid after the code ran (a replaced sys.stdout…), in sentences for the agent.
+    notes: list[str] = field(default_factory=list)
 
 
-async def run_agent_code(shell: Any, code: str, job: AgentJob, mode: str = "quiet") -> ExecutionResult:
-    """Run ``code`` with its outputs captured; call on the kernel main thread (via the bridge)."""
+async def run_agent_code(
+    shell: Any, code: str, job: AgentJob, mode: str = "quiet", max_output_chars: int = 20_000
+) -> ExecutionResult:
+    """Run ``code`` with its outputs captured; call on the kernel main thread (via the MainThreadExecutor).
+
+    ``max_output_chars`` is the answer's text budget: longer streams are cut while capturing.
+    """
     started = time.monotonic()
     result = ExecutionResult()
     original_ask_exit = shell.ask_exit
     # exit()/quit() from the agent would shut the user's kernel down.
     shell.ask_exit = _refuse_exit
     try:
-        with Capture(shell) as capture:
+        with Capture(shell, max_output_chars) as capture:
             try:
                 if mode == "cell":
                     result.execution_count = await _run_as_cell(shell, code, job, capture)
@@ -55,6 +62,7 @@ async def run_agent_code(shell: Any, code: str, job: AgentJob, mode: str = "quie
         if "ask_exit" in vars(shell) and shell.ask_exit is original_ask_exit:
             del shell.ask_exit
     result.outputs = capture.finish()
+    result.notes = capture.notes
     if any(o["output_type"] == "error" for o in result.outputs):
         result.status = "interrupted" if job.interrupted or _was_interrupted(result.outputs) else "error"
     result.duration = time.monotonic() - started
@@ -97,8 +105,11 @@ async def _run_as_cell(shell: Any, code: str, job: AgentJob, capture: Capture) -
         kwargs["transformed_cell"] = transformed
     count = shell.execution_count
     outcome = await runner(code, **kwargs)
-    # run_cell reports errors through _showtraceback (captured already); nothing to re-raise
-    del outcome
+    # run_cell reports errors through the shell's own _showtraceback (its message is captured);
+    # a custom exception handler may report one without an error message: say it failed anyway.
+    failure = outcome.error_before_exec or outcome.error_in_exec
+    if failure is not None and not any(o["output_type"] == "error" for o in capture.outputs):
+        capture.error(type(failure).__name__, str(failure), [f"{type(failure).__name__}: {failure}"])
     return count
 
 

@@ -17,12 +17,9 @@ import concurrent.futures
 import queue
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-_pools: weakref.WeakKeyDictionary[Any, InspectionPool] = weakref.WeakKeyDictionary()
 
 
 class InspectionTimeout(Exception):
@@ -46,7 +43,6 @@ class InspectionPool:
         self._workers: list[threading.Thread] = []
         self._running: list[_Job] = []
         self._lock = threading.Lock()
-        self.closed = False
 
     async def run(self, fn: Callable[[], Any], description: str, timeout: float, what: str = "the preview") -> Any:
         """``fn()`` on an inspection thread; its result, or ``InspectionTimeout`` after ``timeout`` s."""
@@ -92,7 +88,6 @@ class InspectionPool:
 
     def close(self) -> None:
         """Let idle threads end; a thread still held by a call ends when that call returns."""
-        self.closed = True
         for _ in self._workers:
             self._jobs.put(None)
 
@@ -123,17 +118,6 @@ class InspectionPool:
                     self._running.remove(job)
                 if self._charge is not None:
                     self._charge(time.thread_time() - cpu)
-
-
-def pool_for(runtime: Any) -> InspectionPool:
-    """The runtime's inspection pool (``c.IPyMCP.inspection_threads`` threads), made on first use."""
-    pool = _pools.get(runtime)
-    if pool is None or pool.closed:
-        pacer = getattr(runtime.policy, "pacer", None)
-        pool = InspectionPool(runtime.config.inspection_threads, getattr(pacer, "charge", None))
-        _pools[runtime] = pool
-        runtime.cleanups.append(pool.close)
-    return pool
 
 
 def _wake(loop: asyncio.AbstractEventLoop, waiter: asyncio.Future, done: concurrent.futures.Future) -> None:

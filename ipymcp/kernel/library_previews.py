@@ -4,13 +4,16 @@ pandas and numpy values are read with their allow-listed accessors and formatted
 (an object column's elements are shown with ``safe_repr``: pandas and numpy would call their
 ``repr``); matplotlib figures, ipywidgets and sympy expressions are read from what the objects
 store; xarray metadata comes from its variables, and lazy data is never loaded.
+
+Importing this module registers them with ``previews`` (``LIBRARY_SUMMARIES``, ``LIBRARY_PREVIEWS``),
+which builds on nothing here: the generic previews never import the library ones.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from . import library, static
+from . import library, previews, static
 from .library import PATH
 from .previews import bounded_text, plain_text, safe_repr, take
 
@@ -18,18 +21,6 @@ _STATS_MAX_ELEMENTS = 1_000_000
 _TABLE_ROWS, _TABLE_COLUMNS = 5, 20
 _SYMPY_MAX_NODES = 10_000
 _MEMORY_MAX_COLUMNS = 1_000
-
-
-def summary(value: Any) -> tuple[str, int | None] | None:
-    entry = library.entry_of(type(value))
-    handler = _SUMMARIES.get(entry or "")
-    return handler(value) if handler is not None else None
-
-
-def preview(value: Any, max_chars: int) -> dict[str, Any] | None:
-    entry = library.entry_of(type(value))
-    handler = _PREVIEWS.get(entry or "")
-    return handler(value, max_chars) if handler is not None else None
 
 
 def _get(value: Any, name: str) -> Any:
@@ -547,3 +538,6 @@ _PREVIEWS = {
     "xarray.Coordinates": _coordinates_preview,
     "sympy.Basic": _sympy_preview,
 }
+
+previews.LIBRARY_SUMMARIES.update(_SUMMARIES)
+previews.LIBRARY_PREVIEWS.update(_PREVIEWS)

@@ -6,6 +6,9 @@ builtin subclasses…) and run library code only through one allow-list (``libra
 be read that way is described (a property, a method, a ``__getattr__`` class…) with the way to get
 it: ``execute``. The namespace dict is copied first (one C call under the GIL) so a running cell
 can keep assigning.
+
+``reset_user_namespace`` (reset_namespace) is the exception: it changes the namespace, and runs
+on the kernel's main thread, queued like a cell.
 """
 
 from __future__ import annotations
@@ -16,10 +19,20 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import library, library_previews, static  # noqa: F401 - loaded with the server, not on a first call
+# library_previews registers the library types' previews with previews (with the server, not on a first call).
+from . import library, library_previews, static  # noqa: F401
 from .previews import error_text, preview_value, safe_repr, subclass_note, summarize
 
-__all__ = ["NotEvaluated", "VariableError", "inspect", "list_variables", "resolve", "summarize", "user_variables"]
+__all__ = [
+    "NotEvaluated",
+    "VariableError",
+    "inspect",
+    "list_variables",
+    "reset_user_namespace",
+    "resolve",
+    "summarize",
+    "user_variables",
+]
 
 _IPYTHON_PRIVATE = re.compile(r"^(_+|_i+|_i\d+|_\d+|_oh|_ih|_dh)$")
 _IPYTHON_PUBLIC = frozenset({"In", "Out", "exit", "quit", "get_ipython"})
@@ -339,3 +352,28 @@ def _description(step: str, path: str, kind: str, owner: type | None, base: Any)
             f"To get the value, run it: execute(code={step!r}) (needs the execute permission level)."
         ),
     }
+
+
+# -- clearing it (reset_namespace) ------------------------------------------------------------------
+
+
+def reset_user_namespace(shell: Any, keep: list[str]) -> dict[str, Any]:
+    """On the main thread: ``%reset -f`` keeping the names in ``keep``; counts what the user loses."""
+    import gc
+
+    ns = shell.user_ns
+    hidden = getattr(shell, "user_ns_hidden", {})
+    missing = [name for name in keep if name not in ns]
+    saved = {name: ns[name] for name in keep if name in ns}
+    user_names = [n for n in ns if n not in hidden and not n.startswith("_")]
+    shell.reset(new_session=False)
+    ns.update(saved)
+    gc.collect()
+    result: dict[str, Any] = {
+        "removed": len([n for n in user_names if n not in saved]),
+        "kept": sorted(saved),
+        "execution_count": shell.execution_count,
+    }
+    if missing:
+        result["not_found"] = missing
+    return result

@@ -16,8 +16,10 @@ import pathlib
 import sys
 import types
 import uuid
+from collections.abc import Callable
 from typing import Any
 
+from ..text import shorten
 from . import library, static
 
 MAX_TEXT = 200
@@ -45,7 +47,24 @@ _FUNCTION_TYPES = (types.FunctionType, types.BuiltinFunctionType, types.MethodTy
 
 
 def bounded_text(text: str, limit: int = MAX_TEXT) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return shorten(text, limit)
+
+
+# Summaries and previews of the allow-list's library types, by its entry name ("numpy.ndarray"):
+# ``library_previews`` registers them (it builds on this module's short texts). ``namespace``
+# imports it with itself, so they are in place before the first preview.
+LIBRARY_SUMMARIES: dict[str, Callable[[Any], tuple[str, int | None]]] = {}
+LIBRARY_PREVIEWS: dict[str, Callable[[Any, int], dict[str, Any]]] = {}
+
+
+def _library_summary(value: Any) -> tuple[str, int | None] | None:
+    handler = LIBRARY_SUMMARIES.get(library.entry_of(type(value)) or "")
+    return handler(value) if handler is not None else None
+
+
+def _library_preview(value: Any, max_chars: int) -> dict[str, Any] | None:
+    handler = LIBRARY_PREVIEWS.get(library.entry_of(type(value)) or "")
+    return handler(value, max_chars) if handler is not None else None
 
 
 # -- short texts ------------------------------------------------------------------------------
@@ -167,9 +186,7 @@ def _summary(value: Any) -> tuple[str, int | None]:
         return bounded_text(_scalar_repr(value)), sys.getsizeof(value)
     base = static.builtin_base(cls)
     if base is not None and base is not cls:
-        from . import library_previews
-
-        library_summary = library_previews.summary(value)
+        library_summary = _library_summary(value)
         if library_summary is not None:
             return library_summary
         if library.is_scalar(value):
@@ -182,9 +199,7 @@ def _summary(value: Any) -> tuple[str, int | None]:
             head = str.__repr__(str.__getitem__(value, slice(0, 60)))
             return f"len={str.__len__(value)} {bounded_text(head)}", size
         return f"len={base.__len__(value)}", size
-    from . import library_previews
-
-    library_summary = library_previews.summary(value)
+    library_summary = _library_summary(value)
     if library_summary is not None:
         return library_summary
     if library.is_scalar(value):
@@ -215,15 +230,13 @@ def preview_value(path: str, value: Any, max_chars: int = 4000) -> dict[str, Any
 
 
 def _preview(value: Any, max_chars: int) -> dict[str, Any]:
-    from . import library_previews  # it builds on this module
-
     cls = type(value)
     if static.one_of(cls, _SCALARS):
         return {"value": bounded_text(_scalar_repr(value), max_chars)}
     base = static.builtin_base(cls)
     if base is cls:
         return _preview_builtin(value, base, max_chars)
-    library_preview = library_previews.preview(value, max_chars)  # numpy.float64 is a float too
+    library_preview = _library_preview(value, max_chars)  # numpy.float64 is a float too
     if library_preview is not None:
         return library_preview
     if library.is_scalar(value):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import linecache
+import logging
 import os
 import sys
 import threading
@@ -10,7 +12,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .bridge import MainThreadBridge
+from .mainthread import MainThreadExecutor
+
+log = logging.getLogger("ipymcp")
 
 
 @dataclass
@@ -18,47 +22,102 @@ class RunningCell:
     code: str
     execution_count: int | None
     started: float
+    msg_id: str = ""
+    # The cell that was running when this request started (a request handled inside a cell, as
+    # UI-polling libraries do): it is the running cell again when this one ends.
+    outer: RunningCell | None = None
 
 
 class CellTracker:
-    """Follows user cells through IPython events.
+    """The user's running cell: the main shell's non-silent ``execute_request``, start to end.
 
-    A flag, not a counter: ``%load_ext`` runs inside a cell, so the first ``post_execute``
-    arrives without its ``pre_execute``. ``pre_execute`` also fires for silent executions
-    (a frontend's variable explorer), ``pre_run_cell`` only for real cells.
+    It wraps the handler the kernel dispatches ``execute_request`` to (``kernel.shell_handlers``),
+    so a cell is known by its own request and ends only when that request ends. IPython's
+    ``pre_execute``/``post_execute`` events cannot tell cells apart: they also fire around every
+    comm message (the ``comm`` package's ``handle_msg``), silent executes and executes on
+    subshells, and with ipykernel 7 + JupyterLab >= 4.4 those run on subshell threads while the
+    cell runs (one ``read_notebook`` used to end the user's cell). Subshell and silent requests
+    are not the user's cell.
+
+    The cell's number is the one its ``execute_input`` and prompt show: the shell's count when the
+    request starts (IPython 9 increments it inside ``run_cell``, 7 and 8 after it).
+    ``%load_ext`` runs inside a request that started before the wrapper existed: that cell is not
+    tracked.
     """
 
-    def __init__(self, shell: Any, bridge: MainThreadBridge):
+    def __init__(self, shell: Any, main_thread: MainThreadExecutor):
         self.shell = shell
-        self.bridge = bridge
+        self.main_thread = main_thread
         self.running: RunningCell | None = None
-        self.last_finished: float | None = None
+        self._handlers: dict[str, Any] | None = None
+        self._original: Any = None
+        self._wrapper: Any = None
+        self._active = False
 
     def install(self) -> None:
-        self.shell.events.register("pre_run_cell", self._pre_run_cell)
-        self.shell.events.register("post_execute", self._post_execute)
+        handlers = getattr(getattr(self.shell, "kernel", None), "shell_handlers", None)
+        original = handlers.get("execute_request") if isinstance(handlers, dict) else None
+        if original is None:
+            log.warning("this kernel has no execute_request handler to follow: user cells are not tracked")
+            return
+        tracker = self
+
+        async def execute_request(stream: Any, ident: Any, parent: dict[str, Any]) -> None:
+            cell = tracker._start(parent) if tracker._active else None
+            try:
+                result = original(stream, ident, parent)
+                if inspect.isawaitable(result):
+                    await result
+            finally:
+                if cell is not None:
+                    tracker._end(cell)
+
+        self._handlers, self._original, self._wrapper = handlers, original, execute_request
+        self._active = True
+        handlers["execute_request"] = execute_request
 
     def uninstall(self) -> None:
-        for event, callback in (("pre_run_cell", self._pre_run_cell), ("post_execute", self._post_execute)):
-            try:
-                self.shell.events.unregister(event, callback)
-            except ValueError:
-                pass
-
-    def _pre_run_cell(self, info: Any = None) -> None:
-        if self.bridge.current is not None:
-            return  # the agent's own execute(mode="cell")
-        code = getattr(info, "raw_cell", None) or ""
-        self.running = RunningCell(code, self.shell.execution_count, time.monotonic())
-
-    def _post_execute(self) -> None:
-        if self.bridge.current is not None:
-            return
+        self._active = False
         self.running = None
-        self.last_finished = time.monotonic()
+        handlers, self._handlers = self._handlers, None
+        # If someone wrapped the handler after us, ours stays in their chain as a pass-through.
+        if handlers is not None and handlers.get("execute_request") is self._wrapper:
+            handlers["execute_request"] = self._original
+
+    def _start(self, request: dict[str, Any]) -> RunningCell | None:
+        try:
+            header, content = request.get("header") or {}, request.get("content") or {}
+            if header.get("subshell_id") or content.get("silent"):
+                return None
+            cell = RunningCell(
+                code=str(content.get("code") or ""),
+                execution_count=self.shell.execution_count,
+                started=time.monotonic(),
+                msg_id=str(header.get("msg_id") or ""),
+                outer=self.running,
+            )
+        except Exception:  # noqa: BLE001 - a malformed request still runs; the kernel answers it
+            log.debug("could not follow an execute_request", exc_info=True)
+            return None
+        self.running = cell
+        return cell
+
+    def _end(self, cell: RunningCell) -> None:
+        if self.running is cell:
+            self.running = cell.outer
 
     def user_cell_busy(self) -> bool:
         return self.running is not None
+
+    def next_execution_count(self) -> int:
+        """The number the user's next cell gets (``In [n]``), the same on every IPython: while
+        cell [n] runs, IPython 9 has already counted it (``execution_count`` is n + 1) and
+        IPython 7 and 8 have not (n)."""
+        count = int(self.shell.execution_count)
+        cell = self.running
+        if cell is not None and cell.execution_count is not None:
+            return max(count, cell.execution_count + 1)
+        return count
 
     def describe_wait(self) -> str:
         """What an agent job is waiting for, in a sentence."""
@@ -66,7 +125,7 @@ class CellTracker:
         if cell is not None:
             seconds = time.monotonic() - cell.started
             return f"user cell [{cell.execution_count}] running for {seconds:.0f} s"
-        current = self.bridge.current
+        current = self.main_thread.current
         if current is not None:
             return f"another agent job ({current.description}) running for {time.monotonic() - current.started:.0f} s"
         return "the kernel's main thread is busy (a comm, widget or GUI callback)"

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from . import memory
 from .audit import AuditLog
 from .limits import CallLimits, CpuPacer
 from .permissions import LEVELS, allows, check_level
@@ -55,8 +56,13 @@ class Policy:
     def __init__(self, runtime: Runtime):
         self.runtime = runtime
         config = runtime.config
-        self.level = check_level(config.permissions)
-        self.approval = bool(config.approval)
+        # The user's choice before a restart, the configuration: the stricter (policy/memory.py).
+        start = memory.starting_choice(runtime)
+        self.level = check_level(start.level)
+        self.approval = start.approval
+        # Set once the user (or code in the kernel) chooses live: the notebook's metadata, read later
+        # on the server thread, must not undo a choice made after %load_ext returned.
+        self._chosen_live = False
         self.approval_timeout = float(config.approval_timeout)
         self.approval_max_chars = int(config.approval_max_chars)
         # Tools the user allowed "for this session" (until %mcp approve off/on or the server stops).
@@ -72,11 +78,13 @@ class Policy:
         self.limits = CallLimits(
             config.max_concurrent_calls,
             config.max_queued_executions,
-            queued=lambda: len(runtime.bridge.queued) if getattr(runtime, "bridge", None) is not None else 0,
+            queued=lambda: len(runtime.main_thread.queued),
         )
         self._listeners: list[Callable[[], None]] = []
         self._closing: list[Callable[[], None]] = []
         self._lock = threading.Lock()
+        # Audited from the server thread (tighten_from_notebook): no writer thread during %load_ext.
+        self._start_sources = start.sources
 
     # -- permission level ----------------------------------------------------------------------
     def allows(self, required: str) -> bool:
@@ -87,6 +95,8 @@ class Policy:
         level = check_level(level)
         with self._lock:
             changed, self.level = level != self.level, level
+            self._chosen_live = True
+        memory.remember(self.runtime, self.level, self.approval)
         if changed:
             log.info("permission level set to %s", level)
             self.audit.record({"event": "permissions", "level": level})
@@ -103,8 +113,28 @@ class Policy:
     # -- approval --------------------------------------------------------------------------------
     def set_approval(self, enabled: bool) -> None:
         self.approval = bool(enabled)
+        self._chosen_live = True
+        memory.remember(self.runtime, self.level, self.approval)
         self.session_allowed.clear()
         self.audit.record({"event": "approval", "enabled": self.approval})
+
+    def tighten_from_notebook(self) -> None:
+        """Apply the notebook's ``metadata.ipymcp`` (stricter only) and audit where the starting
+        level came from. On the server thread, before the first request is served: reading a large
+        .ipynb (and starting the audit writer) must not slow ``%load_ext``."""
+        notebook = memory.notebook_file(self.runtime)
+        start = memory.Start(self.level, self.approval, list(self._start_sources))
+        if notebook is not None:
+            start = memory.tighten_from_notebook(start, notebook)
+        with self._lock:
+            if self._chosen_live:
+                return
+            self.level, self.approval = start.level, start.approval
+        if start.sources:
+            log.info("permissions at start: %s", start.sources)
+            self.audit.record(
+                {"event": "permissions at start", "level": self.level, "approval": self.approval, "from": start.sources}
+            )
 
     def set_notebook_asker(self, asker: NotebookAsker | None) -> None:
         """Plug in (or remove) the in-notebook approval prompt; elicitation is the fallback."""

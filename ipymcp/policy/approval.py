@@ -28,6 +28,7 @@ from mcp.server.elicitation import AcceptedElicitation, ElicitationResult
 from mcp.server.mcpserver import Context, Elicit
 from pydantic import BaseModel, Field
 
+from ..server.sdk_compat import client_name
 from . import ApprovalRequest
 from .approval_detail import Diff, as_text, describe, size, visible
 
@@ -63,14 +64,9 @@ class Verdict:
 
 
 def client_label(ctx: Context) -> str:
-    try:
-        params = ctx.session.client_params
-        info = getattr(params, "client_info", None)
-        if info is not None:
-            return visible(f"{info.name} {info.version}".strip())
-    except Exception:  # noqa: BLE001
-        pass
-    return "an MCP client"
+    """The client as the approval prompt names it (invisible characters made visible)."""
+    name = client_name(ctx.session)
+    return visible(name) if name is not None else "an MCP client"
 
 
 @dataclass(frozen=True)
@@ -212,7 +208,7 @@ def frontend_asker(runtime: Any) -> Callable[[ApprovalRequest, float], Any]:
         link = getattr(runtime, "frontend", None)
         if link is None or getattr(link, "state", None) != "connected":
             return None
-        from ..frontend.comm import FrontendError, FrontendTimeout, NoFrontendError
+        from ..frontend.comm import FrontendTimeout, NoFrontendError, UnknownOpError
 
         args = {
             "tool": request.tool,
@@ -224,14 +220,10 @@ def frontend_asker(runtime: Any) -> Callable[[ApprovalRequest, float], Any]:
         }
         try:
             reply = await link.arequest("approve", args, timeout=timeout)
-        except NoFrontendError:
+        except (NoFrontendError, UnknownOpError):
             return None
         except FrontendTimeout as exc:
             raise TimeoutError(str(exc)) from exc
-        except FrontendError as exc:
-            if "unknown op" in str(exc):
-                return None
-            raise
         return str(reply.get("decision", "deny"))
 
     return ask

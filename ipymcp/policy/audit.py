@@ -1,8 +1,14 @@
 """The audit log: one JSON line per tool call, in a private per-kernel file next to the runtime file.
 
 Lines are queued and written by a small daemon thread, so a slow disk never stalls the server's
-event loop. The file is created with mode 0600, rotates by size (one backup, ``.1``), and never
-contains the bearer token: the current token is scrubbed from every line as a last guard.
+event loop. Files are created with mode 0600 and never contain the bearer token: the current and
+recent tokens are scrubbed from every string before it is cut.
+
+It cannot be flushed away: every field is bounded, each line is at most ``LINE_MAX_BYTES`` (a
+value cut to fit keeps its head plus its size and SHA-256), and the log rotates through ``FILES``
+files that together stay within ``audit_max_bytes``. So it always keeps at least
+``guaranteed_calls(audit_max_bytes)`` calls however large each one is (5,000+ by default), and
+about 20 times more ordinary ones (~400 bytes a line).
 """
 
 from __future__ import annotations
@@ -18,9 +24,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from ..text import scrub, shorten
+
 log = logging.getLogger("ipymcp.audit")
 
-# Arguments whose value is a program: kept in full (up to FULL_LIMIT), that is what a reviewer needs.
+LINE_MAX_BYTES = 8192
+FILES = 10  # the current file and nine rotated ones (.1 newest … .9 oldest)
+# Arguments whose value is a program: kept whole while the line allows (~7,000 characters), that
+# is what a reviewer needs; longer ones keep their head, size and hash.
 FULL_ARGUMENTS = frozenset({"code", "command", "cmd", "script", "source", "input", "keys", "pattern", "path"})
 # Arguments that carry file or cell payloads: summarised as size + hash.
 PAYLOAD_ARGUMENTS = frozenset(
@@ -38,9 +49,24 @@ PAYLOAD_ARGUMENTS = frozenset(
         "patch",
     }
 )
-FULL_LIMIT = 100_000
+# Names an agent chooses (tool, argument and client names, dict keys): short.
+NAME_FIELDS = frozenset({"tool", "name", "version", "session", "peer", "protocol"})
+NAME_LIMIT = 200
+FULL_LIMIT = 7_000
 OTHER_LIMIT = 2_000
-OUTCOME_LIMIT = 300
+OUTCOME_LIMIT = 300  # an error's message, as the line keeps it
+MAX_ITEMS = 50
+# Successive limits (programs, other strings) tried until a line fits LINE_MAX_BYTES.
+_FITTING = ((FULL_LIMIT, OTHER_LIMIT), (2_000, 500), (300, 100), (60, 30))
+
+
+def guaranteed_calls(max_bytes: int) -> int:
+    """Calls the log keeps whatever their size: nine full rotated files' worth of maximal lines."""
+    return (FILES - 1) * (_file_bytes(max_bytes) // LINE_MAX_BYTES)
+
+
+def _file_bytes(max_bytes: int) -> int:
+    return max(LINE_MAX_BYTES, int(max_bytes) // FILES)
 
 
 def summarise(value: str | bytes) -> dict[str, Any]:
@@ -53,22 +79,34 @@ def audit_arguments(arguments: Any) -> Any:
     if not isinstance(arguments, dict):
         return _bounded(arguments, OTHER_LIMIT)
     kept: dict[str, Any] = {}
-    for key, value in arguments.items():
-        name = str(key)
-        if isinstance(value, (str, bytes)) and name.lower() in PAYLOAD_ARGUMENTS:
+    for key, value in list(arguments.items())[:MAX_ITEMS]:
+        name = _name(str(key))
+        if isinstance(value, (str, bytes)) and str(key).lower() in PAYLOAD_ARGUMENTS:
             kept[name] = summarise(value)
-        elif isinstance(value, str) and name.lower() in FULL_ARGUMENTS:
-            kept[name] = (
-                value if len(value) <= FULL_LIMIT else {"head": value[:FULL_LIMIT], **summarise(value)}
-            )
+        elif isinstance(value, str) and str(key).lower() in FULL_ARGUMENTS:
+            kept[name] = _cut(value, FULL_LIMIT)
         else:
             kept[name] = _bounded(value, OTHER_LIMIT)
+    if len(arguments) > MAX_ITEMS:
+        kept["…"] = f"{len(arguments) - MAX_ITEMS} more arguments"
     return kept
+
+
+def _cut(value: str, limit: int, head: int | None = None) -> Any:
+    return value if len(value) <= limit else {"head": value[: head or limit], **summarise(value)}
+
+
+def _name(key: str) -> str:
+    """A dict key (argument names are the agent's choice): a short string, with the hash of a long one."""
+    if len(key) <= NAME_LIMIT:
+        return key
+    facts = summarise(key)
+    return f"{key[:NAME_LIMIT]}…[{facts['size']} bytes, sha256 {facts['sha256']}]"
 
 
 def _bounded(value: Any, limit: int, depth: int = 0) -> Any:
     if isinstance(value, str):
-        return value if len(value) <= limit else {"head": value[:200], **summarise(value)}
+        return _cut(value, limit, 200)
     if isinstance(value, bytes):
         return summarise(value)
     if isinstance(value, (int, float, bool)) or value is None:
@@ -77,31 +115,66 @@ def _bounded(value: Any, limit: int, depth: int = 0) -> Any:
         return "…"
     if isinstance(value, dict):
         items = list(value.items())
-        out = {str(k): _bounded(v, limit, depth + 1) for k, v in items[:50]}
-        if len(items) > 50:
-            out["…"] = f"{len(items) - 50} more keys"
+        out = {_name(str(k)): _bounded(v, limit, depth + 1) for k, v in items[:MAX_ITEMS]}
+        if len(items) > MAX_ITEMS:
+            out["…"] = f"{len(items) - MAX_ITEMS} more keys"
         return out
     if isinstance(value, (list, tuple)):
-        out_list = [_bounded(v, limit, depth + 1) for v in value[:50]]
-        if len(value) > 50:
-            out_list.append(f"… {len(value) - 50} more items")
+        out_list = [_bounded(v, limit, depth + 1) for v in value[:MAX_ITEMS]]
+        if len(value) > MAX_ITEMS:
+            out_list.append(f"… {len(value) - MAX_ITEMS} more items")
         return out_list
     return _bounded(repr(value), limit, depth + 1)
 
 
+def _fit(value: Any, secrets: list[str], full: int, other: int, key: str = "", depth: int = 0) -> Any:
+    """The whole entry with every string scrubbed of ``secrets`` and cut to its field's limit."""
+    if isinstance(value, str):
+        value = scrub(value, secrets)
+        if key == "head":  # already the head of a cut value (with its size and hash beside it)
+            return value[:full]
+        limit = min(NAME_LIMIT, other) if key in NAME_FIELDS else full if key in FULL_ARGUMENTS else other
+        return _cut(value, limit)
+    if depth > 6:
+        return "…"
+    if isinstance(value, dict):
+        items = list(value.items())
+        out = {}
+        for k, v in items[:MAX_ITEMS]:
+            out[_name(scrub(str(k), secrets))] = _fit(v, secrets, full, other, str(k), depth + 1)
+        if len(items) > MAX_ITEMS:
+            out["…"] = f"{len(items) - MAX_ITEMS} more keys"
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_fit(v, secrets, full, other, key, depth + 1) for v in value[:MAX_ITEMS]]
+    if isinstance(value, bytes):
+        return summarise(value)
+    if isinstance(value, (int, float, bool)) or value is None:
+        return value
+    return _fit(repr(value), secrets, full, other, key, depth)
+
+
 class AuditLog:
-    """Append-only JSON lines; ``record`` is cheap and thread-safe (a queue put)."""
+    """Append-only JSON lines; ``record`` is cheap and thread-safe (a queue put).
+
+    ``max_bytes`` is the budget of all ``FILES`` files together (each rotates at a tenth of it).
+    """
 
     def __init__(self, path: Path, max_bytes: int, secrets: Callable[[], Iterable[str]] = tuple):
         self.path = Path(path)
-        self.max_bytes = max(10_000, int(max_bytes))
+        self.max_bytes = int(max_bytes)
         self._secrets = secrets
         self._queue: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._flushed = threading.Condition()
         self._pending = 0
         self._closed = False
+
+    def files(self) -> list[Path]:
+        """The log's files, newest first."""
+        return [self.path, *(self.path.with_name(f"{self.path.name}.{i}") for i in range(1, FILES))]
 
     def start(self) -> None:
         with self._lock:
@@ -142,7 +215,7 @@ class AuditLog:
             if entry is None:
                 return
             batch = [entry]
-            while True:  # drain what is already queued: one write per burst
+            while len(batch) < 1_000:  # drain what is already queued: one write per burst
                 try:
                     more = self._queue.get_nowait()
                 except queue.Empty:
@@ -155,11 +228,9 @@ class AuditLog:
 
     def _write(self, batch: list[dict[str, Any]]) -> None:
         try:
-            lines = "".join(self._line(entry) for entry in batch)
-            self._rotate_if_needed(len(lines))
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            with os.fdopen(fd, "a", encoding="utf-8") as f:
-                f.write(lines)
+            lines = [self._line(entry) for entry in batch]
+            with self._write_lock:
+                self._append(lines)
         except Exception:  # noqa: BLE001 - the log must never take the server down
             log.exception("audit write failed")
         finally:
@@ -167,28 +238,55 @@ class AuditLog:
                 self._pending -= len(batch)
                 self._flushed.notify_all()
 
-    def _line(self, entry: dict[str, Any]) -> str:
-        text = json.dumps(entry, ensure_ascii=False, default=repr)
-        for secret in self._secrets():
-            if secret and secret in text:
-                text = text.replace(secret, "[token]")
-        # Lone surrogates (invalid UTF-8 sent by a client) must not break the write.
-        return text.encode("utf-8", "backslashreplace").decode("utf-8") + "\n"
-
-    def _rotate_if_needed(self, incoming: int) -> None:
+    def _append(self, lines: list[str]) -> None:
+        """Append, rotating before a line that would take the current file past its share."""
+        limit = _file_bytes(self.max_bytes)
         try:
             size = self.path.stat().st_size
         except FileNotFoundError:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            size = 0
+        chunk: list[str] = []
+        for line in lines:
+            length = len(line.encode("utf-8"))
+            if size and size + length > limit:
+                self._append_text("".join(chunk))
+                self._rotate()
+                chunk, size = [], 0
+            chunk.append(line)
+            size += length
+        self._append_text("".join(chunk))
+
+    def _append_text(self, text: str) -> None:
+        if not text:
             return
-        if size + incoming > self.max_bytes:
-            os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a", encoding="utf-8") as f:
+            f.write(text)
+
+    def _rotate(self) -> None:
+        files = self.files()
+        for index in range(len(files) - 1, 0, -1):  # .8 -> .9 (replacing the oldest) … current -> .1
+            if files[index - 1].exists():
+                os.replace(files[index - 1], files[index])
+
+    def _line(self, entry: dict[str, Any]) -> str:
+        secrets = [s for s in self._secrets() if s]
+        text = ""
+        for full, other in _FITTING:
+            text = json.dumps(_fit(entry, secrets, full, other), ensure_ascii=False, default=repr)
+            text = scrub(text, secrets)  # the last guard: nothing may carry the token
+            # Lone surrogates (invalid UTF-8 sent by a client) must not break the write.
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8") + "\n"
+            if len(text.encode("utf-8")) <= LINE_MAX_BYTES:
+                return text
+        return json.dumps({"time": entry.get("time"), "entry_cut": summarise(text)}) + "\n"
 
     # -- reading -----------------------------------------------------------------------------
     def recent(self, n: int) -> list[dict[str, Any]]:
         self.flush()
         entries: list[dict[str, Any]] = []
-        for path in (self.path, self.path.with_name(self.path.name + ".1")):
+        for path in self.files():
             try:
                 lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
             except FileNotFoundError:
@@ -219,11 +317,11 @@ def render_table(entries: list[dict[str, Any]]) -> str:
         client = e.get("client") or {}
         who = client.get("name") or "?" if isinstance(client, dict) else str(client)
         args = json.dumps(e.get("arguments", {}), ensure_ascii=False)
-        args = args if len(args) <= 80 else args[:79] + "…"
+        args = shorten(args, 80)
         outcome = str(e.get("outcome", ""))
         if e.get("message"):
             outcome += f": {e['message']}"
-        outcome = outcome if len(outcome) <= 70 else outcome[:69] + "…"
+        outcome = shorten(outcome, 70)
         rows.append(
             "| "
             + " | ".join(
@@ -248,5 +346,5 @@ def _cell(value: Any) -> str:
     # code span, with its backticks swapped for a look-alike, so no HTML or Markdown in it can
     # escape the span when the user renders %mcp log (trusted output renders HTML unsanitised).
     text = str(value).replace("\n", "⏎").replace("|", "\\|").replace("`", "ˋ")
-    text = text if len(text) <= 120 else text[:119] + "…"
+    text = shorten(text, 120)
     return f"`{text}`" if text else ""

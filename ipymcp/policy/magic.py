@@ -57,8 +57,8 @@ def where_asked(runtime: Runtime) -> str:
     """Where the approval prompt appears now, as the approval step chooses it."""
     if runtime.policy.notebook_asker is not None:
         return "asked in this notebook"
-    link = getattr(runtime, "frontend", None)
-    if link is not None and getattr(link, "state", None) == "connected":
+    link = runtime.frontend
+    if link is not None and link.state == "connected":
         return (
             "asked in a dialog in the notebook (the ipymcp extension is connected; if the notebook is "
             "closed, the agent's MCP client asks instead, if it can show forms)"
@@ -85,21 +85,40 @@ def log(runtime: Runtime, count: str | None) -> None:  # noqa: A001 - the subcom
 
 
 def rotate_token(runtime: Runtime) -> None:
-    """New token, runtime file updated, every session opened with the old token terminated."""
+    """New token; everything the old one started ends: its handshake-era sessions, every request
+    in progress (``subscriptions/listen`` and SSE streams, calls still running) and the agent's
+    background processes and commands. The runtime file and the remembered endpoint get the new one."""
+    from ..restart import endpoint
     from ..server import discovery
     from ..server.security import new_token
 
-    old = runtime.token
-    runtime.token_holder["token"] = new_token()  # the HTTP gate reads the holder: old token now gets 401
-    runtime.policy.retire_token(old)
+    old, new = runtime.token, new_token()
+    runtime.policy.retire_token(old)  # scrubbed from the audit log from now on
+    ended = _switch_token(runtime, new)
     discovery.write_private_json(runtime.runtime_file, runtime.runtime_info())
-    from ..restart import remember
+    endpoint.remember(runtime)  # a restart must not bring the old token back
+    if runtime.processes is not None:
+        ended["processes"] = runtime.processes.stop_all()
+    runtime.policy.audit.record({"event": "token rotated", "ended": ended})
 
-    remember(runtime)  # a restart must not bring the old token back
-    server = runtime.server
-    if server is not None and server.running:
-        try:
-            server.call_soon(runtime._terminate_sessions, timeout=3)
-        except Exception:  # noqa: BLE001
-            logger.warning("could not close sessions after token rotation", exc_info=True)
-    runtime.policy.audit.record({"event": "token rotated"})
+
+def _switch_token(runtime: Runtime, new: str) -> dict[str, int]:
+    """Swap the token and end the old one's requests and sessions in one step on the server loop,
+    so no request can slip in between (the gate reads the token on that loop)."""
+    server, auth = runtime.server, runtime.http_auth
+    if server is None or not server.running or auth is None:
+        runtime.replace_token(new)
+        return {}
+
+    async def switch() -> dict[str, int]:
+        runtime.replace_token(new)  # from here on the old token gets 401
+        requests = auth.end_requests()
+        await runtime.terminate_sessions()
+        return {"requests": requests}
+
+    try:
+        return server.call_soon(switch, timeout=3) or {}
+    except Exception:  # noqa: BLE001 - the new token must hold even if ending the old one's work failed
+        runtime.replace_token(new)
+        logger.warning("could not end every request and session of the old token", exc_info=True)
+        return {}

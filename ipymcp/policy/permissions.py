@@ -7,7 +7,11 @@
 
 from __future__ import annotations
 
-LEVELS = ("read", "edit", "execute", "full")
+from typing import Literal, get_args
+
+Level = Literal["read", "edit", "execute", "full"]
+# The levels, lowest first: the one definition (config's choices, tools, %mcp read it from here).
+LEVELS: tuple[Level, ...] = get_args(Level)
 
 DESCRIPTIONS = {
     "read": "inspect variables, history, files and the notebook; change nothing",
@@ -17,11 +21,12 @@ DESCRIPTIONS = {
 }
 
 
-def check_level(level: str) -> str:
+def check_level(level: str) -> Level:
     level = str(level).strip().lower()
-    if level not in LEVELS:
-        raise ValueError(f"unknown permission level {level!r}; use one of: {', '.join(LEVELS)}")
-    return level
+    for known in LEVELS:
+        if level == known:
+            return known
+    raise ValueError(f"unknown permission level {level!r}; use one of: {', '.join(LEVELS)}")
 
 
 def allows(current: str, required: str) -> bool:

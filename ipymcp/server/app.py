@@ -6,8 +6,8 @@ Everything here runs on the server thread (it imports ``mcp``, ~0.7 s), never du
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from mcp.server.mcpserver import MCPServer
@@ -15,12 +15,12 @@ from mcp.types import ToolAnnotations
 from starlette.routing import Route
 
 from . import sdk_compat
-from .pipeline import LevelRule, Pipeline
-from .security import BearerAuth, transport_security
+from .pipeline import Pipeline
+from .security import BearerAuth, SessionCap, sdk_transport_security
 
 if TYPE_CHECKING:
     from .._runtime import Runtime
-    from ..policy.approval_detail import Diff
+    from ..tools.base import Services, ToolSpec
 
 log = logging.getLogger("ipymcp.server")
 
@@ -45,20 +45,8 @@ class Toolbox:
         # name -> ToolRule (its level, approval rule, kernel queue), as the pipeline applies them.
         self.specs = pipeline.rules
 
-    def tool(
-        self,
-        *,
-        level: LevelRule,
-        read_only: bool,
-        destructive: bool = False,
-        idempotent: bool = False,
-        title: str | None = None,
-        name: str | None = None,
-        approval: bool | Callable[[dict[str, Any]], bool] | None = None,
-        kernel_queue: bool | None = None,
-        approval_diff: Callable[[dict[str, Any]], Diff | None] | None = None,
-    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Register a tool available from permission ``level`` up.
+    def add(self, spec: ToolSpec, services: Services) -> None:
+        """Register ``spec.fn`` (named as the function) with ``services`` bound to it.
 
         ``level``: a level name, or a function of the call's raw arguments that returns the level
         that call needs (the tool is listed at what a call without arguments needs).
@@ -68,22 +56,18 @@ class Toolbox:
         prompt. ``kernel_queue``: the call queues work on the kernel's main thread, so it is
         refused when ``max_queued_executions`` are already waiting (default: ``execute`` level).
         """
-
-        def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
-            tool_name = name or fn.__name__
-            annotations = ToolAnnotations(
-                title=title,
-                read_only_hint=read_only,
-                destructive_hint=destructive if not read_only else False,
-                idempotent_hint=idempotent or read_only,
-                open_world_hint=False,
-            )
-            rule = self.pipeline.rule(tool_name, level, read_only, approval, kernel_queue, approval_diff)
-            registered = self.pipeline.tool_function(rule, fn)
-            self.mcp.add_tool(registered, name=tool_name, title=title, annotations=annotations)
-            return fn
-
-        return decorator
+        name = spec.fn.__name__
+        annotations = ToolAnnotations(
+            title=spec.title,
+            read_only_hint=spec.read_only,
+            destructive_hint=spec.destructive if not spec.read_only else False,
+            idempotent_hint=spec.idempotent or spec.read_only,
+            open_world_hint=False,
+        )
+        diff = functools.partial(spec.approval_diff, services) if spec.approval_diff is not None else None
+        rule = self.pipeline.rule(name, spec.level, spec.read_only, spec.approval, spec.kernel_queue, diff)
+        registered = self.pipeline.tool_function(rule, spec.fn, services)
+        self.mcp.add_tool(registered, name=name, title=spec.title, annotations=annotations)
 
 
 def build_mcp(runtime: Runtime) -> tuple[MCPServer, Toolbox]:
@@ -141,18 +125,22 @@ def _notify_tools_changed(runtime: Runtime, pipeline: Pipeline, mcp: MCPServer) 
             log.debug("tools/list_changed failed", exc_info=True)
 
 
-def build_app(runtime: Runtime) -> Any:
-    """The ASGI app served on the kernel's server thread."""
+def build_app(runtime: Runtime) -> tuple[MCPServer, Toolbox, BearerAuth]:
+    """The ASGI app served on the kernel's server thread: Host, Origin and token checks first
+    (``BearerAuth``, returned: it is the app), then the session cap, then the SDK's Streamable
+    HTTP app. Also returns the ``MCPServer`` and the ``Toolbox`` it was built with."""
     mcp, toolbox = build_mcp(runtime)
-    runtime.mcp, runtime.toolbox = mcp, toolbox
     config = runtime.config
     app = mcp.streamable_http_app(
         streamable_http_path="/mcp",
-        transport_security=transport_security(config.allowed_hosts, config.allowed_origins),
+        transport_security=sdk_transport_security(),
         host=config.host,
         max_request_body_size=config.max_request_body_bytes,
+        max_sessions=config.max_sessions,
+        session_idle_timeout=config.session_idle_timeout,
     )
     # /mcp/v1 is served by the same session manager (same sessions, same tools).
     endpoint = next(r.endpoint for r in app.routes if isinstance(r, Route) and r.path == "/mcp")
     app.router.routes.append(Route("/mcp/v1", endpoint=endpoint))
-    return BearerAuth(app, runtime.token_holder, config.allowed_hosts, config.allowed_origins)
+    capped = SessionCap(app, config.max_sessions, config.session_idle_timeout)
+    return mcp, toolbox, BearerAuth(capped, runtime.token_holder, config.allowed_hosts, config.allowed_origins)

@@ -4,7 +4,7 @@ One JSON file per kernel, ``<jupyter_runtime_dir()>/ipymcp/kernel-<kernel id>.js
 a 0700 directory (it holds the bearer token). Written when the server is ready, removed when it
 stops.
 
-The bridge sends the agent's code, and the file's token, to the URL a runtime file names, so
+``ipymcp connect`` sends the agent's code, and the file's token, to the URL a runtime file names, so
 ``list_kernels`` uses a file only if the user's own kernel can have written it (``SkippedFile``
 says why another was not):
 
@@ -38,6 +38,10 @@ log = logging.getLogger("ipymcp.discovery")
 # A kernel writes a few hundred bytes; a huge "runtime file" is not one (and must not be read whole).
 MAX_RUNTIME_FILE_BYTES = 64 * 1024
 _TCP_LISTEN = "0A"  # the state column of /proc/<pid>/net/tcp for a listening socket
+# Mode bits a trusted file or directory must not have: ipymcp's own (tokens inside) are closed to
+# others; another program's must at least be writable by nobody else.
+PRIVATE_BITS = 0o077
+WRITE_BITS = 0o022
 
 
 def runtime_dir() -> Path:
@@ -120,11 +124,21 @@ class UntrustedFile(Exception):
 
 
 def read_private_json(path: Path) -> dict[str, Any]:
-    """The JSON object in ``path`` if only the user can have written it: a regular file (no
-    symlink), the user's, no access for others, in a directory that is the user's and closed to
-    others. Raises ``UntrustedFile`` saying why not (``FileNotFoundError`` if it is missing)."""
+    """The JSON object in ``path`` if only the user can have written it and only the user can read
+    it (ipymcp's own files, which hold tokens): a regular file (no symlink), the user's, no access
+    for others, in a directory that is the user's and closed to others. Raises ``UntrustedFile``
+    saying why not (``FileNotFoundError`` if it is missing)."""
     _check_directory(path.parent)
     return _read_private_object(path)
+
+
+def read_users_json(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path`` if only the user can have written it (files other programs of
+    the user write, such as a Jupyter server's ``jpserver-*.json``): a regular file (no symlink),
+    the user's, writable by nobody else, in a directory that is the user's and writable by nobody
+    else. Raises ``UntrustedFile`` saying why not (``FileNotFoundError`` if it is missing)."""
+    _check_directory(path.parent, WRITE_BITS)
+    return _read_private_object(path, WRITE_BITS)
 
 
 _warned: set[tuple[str, str]] = set()
@@ -136,7 +150,7 @@ def list_kernels(
     """Every trusted runtime file whose kernel is alive, newest first (see the module docstring).
 
     Files passed over are appended to ``skipped``; with ``warn``, each untrusted one is logged as
-    a warning once per process (the bridge lists kernels every few seconds).
+    a warning once per process (``ipymcp connect`` lists kernels every few seconds).
     """
     directory = directory or runtime_dir()
     found: list[dict[str, Any]] = []
@@ -181,7 +195,7 @@ def _warn_once(passed_over: list[SkippedFile]) -> None:
             log.warning("skipped %s", item)
 
 
-def _check_directory(directory: Path) -> None:
+def _check_directory(directory: Path, forbidden: int = PRIVATE_BITS) -> None:
     try:
         info = os.stat(directory)
     except FileNotFoundError:
@@ -190,18 +204,21 @@ def _check_directory(directory: Path) -> None:
         raise UntrustedFile(f"it cannot be read ({exc.strerror})") from exc
     if not stat.S_ISDIR(info.st_mode):
         raise UntrustedFile("it is not a directory")
-    _check_owner_and_mode(info, "0700", "chmod 700")
+    _check_owner_and_mode(info, forbidden, "0700", "chmod 700")
 
 
-def _check_owner_and_mode(info: os.stat_result, expected: str, fix: str) -> None:
+def _check_owner_and_mode(info: os.stat_result, forbidden: int, expected: str, fix: str) -> None:
     me = os.geteuid()
     if info.st_uid != me:
         raise UntrustedFile(f"owned by uid {info.st_uid}, not by you (uid {me}); another user could have written it")
     mode = stat.S_IMODE(info.st_mode)
-    if mode & 0o077:
+    if mode & forbidden == 0:
+        return
+    if forbidden == PRIVATE_BITS:
         raise UntrustedFile(
             f"mode {mode:04o} lets other users read or change it (ipymcp makes it {expected}; `{fix}` it if you trust it)"
         )
+    raise UntrustedFile(f"mode {mode:04o} lets other users change it (`chmod go-w` it if you trust it)")
 
 
 def _read_trusted(path: Path, sockets: _ListeningSockets) -> dict[str, Any]:
@@ -219,7 +236,7 @@ def _read_trusted(path: Path, sockets: _ListeningSockets) -> dict[str, Any]:
     return data
 
 
-def _read_private_object(path: Path) -> dict[str, Any]:
+def _read_private_object(path: Path, forbidden: int = PRIVATE_BITS) -> dict[str, Any]:
     try:
         # O_NOFOLLOW: a symlink planted under a kernel's name is refused; O_NONBLOCK: a FIFO cannot hang us.
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -231,7 +248,7 @@ def _read_private_object(path: Path) -> dict[str, Any]:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise UntrustedFile("it is not a regular file")
-        _check_owner_and_mode(info, "0600", "chmod 600")
+        _check_owner_and_mode(info, forbidden, "0600", "chmod 600")
         raw = f.read(MAX_RUNTIME_FILE_BYTES + 1)
     if len(raw) > MAX_RUNTIME_FILE_BYTES:
         raise UntrustedFile(f"it is larger than {MAX_RUNTIME_FILE_BYTES} bytes, which no kernel writes")

@@ -42,10 +42,11 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import INVALID_REQUEST, CallToolResult, TextContent
 
 from ..policy.approval import ApprovalGate, ApprovalOutcome, ApprovalRule, Decision, Verdict
-from ..policy.audit import audit_arguments
+from ..policy.audit import OUTCOME_LIMIT, audit_arguments
 from ..policy.limits import LimitReached
 from ..policy.permissions import LEVELS, refusal
-from .sdk_compat import ToolListNotifier
+from ..text import compact
+from .sdk_compat import ToolListNotifier, client_name
 
 if TYPE_CHECKING:
     from ..policy import Policy
@@ -132,8 +133,9 @@ class Pipeline:
         self.rules[name] = rule
         return rule
 
-    def tool_function(self, rule: ToolRule, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """``fn`` as registered with the SDK: the approval parameter added, the run step around it."""
+    def tool_function(self, rule: ToolRule, fn: Callable[..., Any], services: Any) -> Callable[..., Any]:
+        """``fn`` as registered with the SDK: ``services`` bound to its first parameter, the approval
+        parameter added, the run step around it."""
         is_async = inspect.iscoroutinefunction(fn)
         pipeline = self
 
@@ -147,8 +149,9 @@ class Pipeline:
             try:
                 with limits.slot(rule.kernel_queue):
                     if is_async:
-                        return await fn(**kwargs)
-                    return await anyio.to_thread.run_sync(functools.partial(_metered, fn, kwargs, pacer.charge))
+                        return await fn(services, **kwargs)
+                    bound = functools.partial(fn, services)
+                    return await anyio.to_thread.run_sync(functools.partial(_metered, bound, kwargs, pacer.charge))
             except LimitReached as exc:
                 raise ToolError(str(exc)) from None
             except ToolError:
@@ -206,7 +209,7 @@ class Pipeline:
                 else:
                     result = await self._run_handler(ctx, call, call_next)
         except BaseException as exc:
-            call.record.update(outcome="error", message=_short(f"{type(exc).__name__}: {exc}"))
+            call.record.update(outcome="error", message=compact(f"{type(exc).__name__}: {exc}", OUTCOME_LIMIT))
             self._audit(call)
             raise
         if _input_required(result):
@@ -341,11 +344,11 @@ def _approval_needed(
 
 
 def _with_signature(run: Callable[..., Any], fn: Callable[..., Any], resolver: Callable[..., Any] | None) -> Any:
-    """``run`` with ``fn``'s signature (the SDK builds the schema and the injections from it),
-    plus the approval parameter filled by ``resolver``."""
+    """``run`` with ``fn``'s signature but its first parameter (the services ``run`` binds): the SDK
+    builds the schema and the injections from it. Plus the approval parameter filled by ``resolver``."""
     hints = typing.get_type_hints(fn, include_extras=True)
     signature = inspect.signature(fn)
-    parameters = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values()]
+    parameters = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in list(signature.parameters.values())[1:]]
     if resolver is not None:
         marker = Annotated[ApprovalOutcome, Resolve(resolver)]
         parameters.append(inspect.Parameter(APPROVAL_PARAM, inspect.Parameter.KEYWORD_ONLY, annotation=marker))
@@ -387,22 +390,19 @@ def _input_required(result: Any) -> bool:
 def _record_outcome(record: dict[str, Any], result: Any) -> None:
     if getattr(result, "is_error", None) is True:
         text = "".join(getattr(b, "text", "") for b in getattr(result, "content", []) or [])
-        record.update(outcome="error", message=_short(text))
+        record.update(outcome="error", message=compact(text, OUTCOME_LIMIT))
     elif isinstance(result, dict) and result.get("isError"):
         text = "".join(b.get("text", "") for b in result.get("content") or [] if isinstance(b, dict))
-        record.update(outcome="error", message=_short(text or str(result.get("content"))))
+        record.update(outcome="error", message=compact(text or str(result.get("content")), OUTCOME_LIMIT))
     else:
         record["outcome"] = "ok"
 
 
 def _client(ctx: Any) -> dict[str, Any]:
     client: dict[str, Any] = {"protocol": ctx.protocol_version}
-    try:
-        info = getattr(ctx.session.client_params, "client_info", None)
-        if info is not None:
-            client["name"] = f"{info.name} {info.version}".strip()
-    except Exception:  # noqa: BLE001
-        pass
+    name = client_name(ctx.session)
+    if name is not None:
+        client["name"] = name
     request = ctx.request
     headers = getattr(request, "headers", None)
     if headers is not None and headers.get("mcp-session-id"):
@@ -416,6 +416,3 @@ def _client(ctx: Any) -> dict[str, Any]:
     return client
 
 
-def _short(text: str, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -17,6 +17,17 @@ from mcp.shared.subscriptions import ToolsListChanged
 log = logging.getLogger("ipymcp.server")
 
 
+def client_name(session: Any) -> str | None:
+    """``name version`` of the MCP client, as it introduced itself in ``initialize`` (None for a
+    2026-07-28 request, which has no handshake, or a client that sent no ``clientInfo``). Every
+    place that names the client (audit log, approval prompt, a cell's provenance) uses this."""
+    try:
+        info = getattr(session.client_params, "client_info", None)
+    except Exception:  # noqa: BLE001 - a session without handshake parameters
+        return None
+    return f"{info.name} {info.version}".strip() if info is not None else None
+
+
 def advertise_tools_list_changed(mcp: MCPServer) -> None:
     """Handshake-era ``initialize`` says ``tools.listChanged: true`` (the permission level can change).
 
@@ -64,6 +75,18 @@ class ToolListNotifier:
                     await connection.send_tool_list_changed()
             except Exception:  # noqa: BLE001 - a closed session
                 self.connections.discard(connection)
+
+
+async def terminate_sessions(mcp: MCPServer) -> None:
+    """End every handshake-era session: their standalone GET streams would hold uvicorn's graceful
+    stop, and a rotated token must not keep them. The session manager's transports are reachable
+    only through ``_lowlevel_server._session_manager._server_instances``."""
+    manager = getattr(getattr(mcp, "_lowlevel_server", None), "_session_manager", None)
+    for transport in list(getattr(manager, "_server_instances", {}).values()):
+        try:
+            await transport.terminate()
+        except Exception:  # noqa: BLE001 - a session that ended meanwhile
+            pass
 
 
 async def serve_streams(mcp: MCPServer, read_stream: Any, write_stream: Any) -> None:

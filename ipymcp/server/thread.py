@@ -10,7 +10,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .gate import ConnectionGate, gated_protocol
+
 log = logging.getLogger("ipymcp.server")
+
+LISTEN_BACKLOG = 128
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -27,7 +31,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
     except OSError:
         sock.close()
         raise
-    sock.listen(128)
+    sock.listen(LISTEN_BACKLOG)
     sock.set_inheritable(False)
     return sock
 
@@ -37,10 +41,20 @@ class BackgroundServer:
 
     The app is built on the thread (the ``mcp`` import costs ~0.7 s) so ``%load_ext`` returns
     at once. ``ready`` is set when the server accepts requests or failed (see ``error``).
+    Connections pass the ``ConnectionGate`` (``max_connections``, ``header_timeout``).
     """
 
-    def __init__(self, sock: socket.socket, build_app: Callable[[], Any], on_ready: Callable[[], None]):
+    def __init__(
+        self,
+        sock: socket.socket,
+        build_app: Callable[[], Any],
+        on_ready: Callable[[], None],
+        *,
+        max_connections: int = 100,
+        header_timeout: float = 10.0,
+    ):
         self.sock = sock
+        self.gate = ConnectionGate(max_connections, header_timeout)
         self.host, self.port = sock.getsockname()[:2]
         self._build_app = build_app
         self._on_ready = on_ready
@@ -61,11 +75,19 @@ class BackgroundServer:
             app = self._build_app()
             config = uvicorn.Config(
                 app,
+                http=gated_protocol(self.gate),
                 log_config=None,  # never touch the kernel's logging; our logger writes to a file
                 log_level="warning",
                 lifespan="on",
                 timeout_graceful_shutdown=1,
                 access_log=False,
+                # The audit log's peer is the socket's: uvicorn would otherwise believe an
+                # X-Forwarded-For header from 127.0.0.1, i.e. from any local process.
+                proxy_headers=False,
+                # asyncio re-listens with this backlog and accepts up to that many connections in
+                # one go, each taking a file descriptor before the gate sees it: uvicorn's 2048
+                # would let one burst exhaust a 1024 limit (measured peak: 584 fds vs 331 at 128).
+                backlog=LISTEN_BACKLOG,
             )
             self.server = uvicorn.Server(config)
             asyncio.run(self._serve())
@@ -82,6 +104,11 @@ class BackgroundServer:
 
     async def _serve(self) -> None:
         self.loop = asyncio.get_running_loop()
+        # asyncio's default handler logs to the "asyncio" logger, which the user's code owns and
+        # which, without a handler, prints into whatever cell runs: this loop's errors (failed
+        # accepts, unretrieved task exceptions) go to ipymcp's log file instead.
+        self.loop.set_exception_handler(log_loop_error)
+        self.gate.start(self.loop)
         task = asyncio.ensure_future(self.server.serve(sockets=[self.sock]))
         while not self.server.started and not task.done():
             await asyncio.sleep(0.005)
@@ -93,7 +120,10 @@ class BackgroundServer:
             except Exception:
                 log.exception("on_ready failed")
             self.ready.set()
-        await task
+        try:
+            await task
+        finally:
+            self.gate.stop()
 
     @property
     def running(self) -> bool:
@@ -128,3 +158,20 @@ class BackgroundServer:
             self.sock.close()
         except OSError:
             pass
+
+
+_last_loop_error: dict[str, float] = {}
+
+
+def log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The server loop's exception handler: one line in ipymcp's log per kind of error per 10 s."""
+    message = str(context.get("message") or "error in the server loop")
+    exception = context.get("exception")
+    kind = f"{message}|{type(exception).__name__}"
+    now = time.monotonic()
+    if now - _last_loop_error.get(kind, -60.0) < 10:
+        return
+    if len(_last_loop_error) > 100:
+        _last_loop_error.clear()
+    _last_loop_error[kind] = now
+    log.error("server loop: %s", message, exc_info=exception if isinstance(exception, BaseException) else None)

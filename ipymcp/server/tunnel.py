@@ -48,10 +48,6 @@ log = logging.getLogger("ipymcp.tunnel")
 TARGET = "ipymcp.mcp"
 MESSAGE_TYPE = "ipymcp_msg"
 PROTOCOL = 1
-# c.IPyMCP.max_sessions / session_idle_timeout arrive with the HTTP session cap (issue 11.1);
-# the tunnel reads them when present and uses the same defaults until then.
-DEFAULT_MAX_SESSIONS = 100
-DEFAULT_IDLE_TIMEOUT = 600.0
 # Requests a session may have waiting for a reply before new ones are refused.
 MAX_IN_FLIGHT = 256
 # JSON-RPC error codes (the spec's).
@@ -112,8 +108,8 @@ class KernelTunnel:
         self.host: Any = None  # tunnel_session.SessionHost, once the server loop is up
         self._replaced: dict[tuple[str, str], Any] = {}
         config = runtime.config
-        self.max_sessions = int(getattr(config, "max_sessions", DEFAULT_MAX_SESSIONS))
-        self.idle_timeout = float(getattr(config, "session_idle_timeout", DEFAULT_IDLE_TIMEOUT))
+        self.max_sessions = config.max_sessions
+        self.idle_timeout = config.session_idle_timeout
         self.max_message_bytes = int(config.max_request_body_bytes)
         self.max_reply_bytes = int(config.tunnel_max_reply_bytes)
 

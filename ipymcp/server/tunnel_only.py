@@ -13,6 +13,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from .thread import log_loop_error
+
 log = logging.getLogger("ipymcp.server")
 
 
@@ -47,6 +49,7 @@ class TunnelOnlyServer:
 
     async def _serve(self) -> None:
         self.loop = asyncio.get_running_loop()
+        self.loop.set_exception_handler(log_loop_error)  # never into a user's cell (as BackgroundServer)
         self._stop = asyncio.Event()
         self._build()  # imports the SDK and builds the MCP server (~0.7 s), off the kernel's thread
         self._serving = True

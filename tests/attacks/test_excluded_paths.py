@@ -163,7 +163,7 @@ async def test_the_setting_decides_what_is_excluded(kernel, home):
 
 
 def test_the_readme_lists_every_default_exclusion():
-    from ipymcp.files import HOME_EXCLUSIONS
+    from ipymcp.workspace import HOME_EXCLUSIONS
 
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     assert [entry for entry in HOME_EXCLUSIONS if f"`{entry}`" not in readme] == []

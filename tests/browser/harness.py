@@ -9,6 +9,7 @@ conftest.py: a second module named ``conftest`` would shadow tests/conftest.py f
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import time
@@ -34,6 +35,29 @@ CHROMIUM_ARGS = [
     "--disable-dev-shm-usage",
 ]
 SCREENSHOTS = Path(os.environ.get("IPYMCP_SCREENSHOTS", "")) if os.environ.get("IPYMCP_SCREENSHOTS") else None
+# Kernels besides the server's own python3 (ipykernel 7): name -> interpreter (mk/compat.mk builds them).
+REPO = Path(__file__).resolve().parents[2]
+COMPAT_KERNELS = {"ipymcp-k6": REPO / ".venvs" / "k6" / "bin" / "python"}
+
+
+def compat_kernel(name: str) -> str:
+    """The kernelspec ``name`` (ipykernel 6.29 for ``ipymcp-k6``), or a failure that says how to build it."""
+    if not COMPAT_KERNELS[name].exists():
+        pytest.fail(f"{COMPAT_KERNELS[name]} is missing: run `make .venvs/k6/.installed` (make test-browser does)")
+    return name
+
+
+def _write_compat_kernelspecs() -> None:
+    """Kernelspecs for the compat environments, in the test session's private Jupyter data dir."""
+    for name, python in COMPAT_KERNELS.items():
+        spec_dir = Path(os.environ["JUPYTER_DATA_DIR"]) / "kernels" / name
+        spec_dir.mkdir(parents=True, exist_ok=True)
+        spec = {
+            "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": f"Python 3 ({python.parents[1].name})",
+            "language": "python",
+        }
+        (spec_dir / "kernel.json").write_text(json.dumps(spec))
 
 
 class LabServer(JupyterServer):
@@ -46,6 +70,7 @@ class LabServer(JupyterServer):
         )
         settings.mkdir(parents=True, exist_ok=True)
         (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
+        _write_compat_kernelspecs()
         super().__init__(
             root,
             module="jupyterlab",
@@ -83,9 +108,9 @@ async def browser() -> AsyncIterator[Any]:
         await chromium.close()
 
 
-def new_notebook(server: JupyterServer, name: str, cells: list[str]) -> Path:
+def new_notebook(server: JupyterServer, name: str, cells: list[str], kernel: str = "python3") -> Path:
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {"name": kernel, "display_name": kernel, "language": "python"}
     nb.cells = [nbformat.v4.new_code_cell(source) for source in cells]
     path = server.root / name
     nbformat.write(nb, path)
@@ -181,10 +206,10 @@ async def agent(info: dict[str, Any]) -> AsyncIterator[Any]:
 
 @asynccontextmanager
 async def notebook_page(
-    server: JupyterServer, browser: Any, app: str, name: str, cells: list[str] | None = None
+    server: JupyterServer, browser: Any, app: str, name: str, cells: list[str] | None = None, kernel: str = "python3"
 ) -> AsyncIterator[NotebookPage]:
     if cells is not None:
-        new_notebook(server, name, cells)
+        new_notebook(server, name, cells, kernel)
     context = await browser.new_context(viewport={"width": 1200, "height": 800})
     page = await context.new_page()
     try:
@@ -197,3 +222,38 @@ def shutdown_kernels(server: JupyterServer, name: str) -> None:
     for session in server.api("GET", "/api/sessions"):
         if session.get("path") == name:
             server.api("DELETE", f"/api/sessions/{session['id']}")
+
+
+# -- the user at the keyboard while the agent works (issue 12 item 8) ------------------------------
+# Words only: no brackets or quotes (the editor closes them), no newline (it indents). In command
+# mode nearly every one of these letters is a shortcut (a, b: new cells; d d: delete; m: markdown).
+WORDS = "the quick brown fox jumps over a lazy dog and types on while an agent adds cells".split()
+
+
+async def user_place(nb: NotebookPage) -> dict[str, Any]:
+    """Mode, active cell, whether the editor has the keyboard, and the cells as the page has them."""
+    return await nb.page.evaluate(
+        """() => {
+            const nb = window.jupyterapp.shell.currentWidget.content;
+            const cell = nb.activeCell;
+            return {
+                mode: nb.mode,
+                active_id: cell ? cell.model.id : null,
+                editor_focused: !!(cell && cell.editor && cell.editor.hasFocus()),
+                selected: nb.widgets.filter(w => nb.isSelected(w)).map(w => w.model.id),
+                sources: nb.widgets.map(w => w.model.sharedModel.getSource()),
+            };
+        }"""
+    )
+
+
+async def type_while(nb: NotebookPage, work: asyncio.Task) -> str:
+    """Type word after word, as a user does, until the agent's work is done; return what was typed."""
+    typed = ""
+    for word in itertools.cycle(WORDS):
+        text = word + " "
+        await nb.page.keyboard.type(text, delay=15)
+        typed += text
+        if work.done():
+            return typed
+    raise AssertionError("unreachable")

@@ -1,22 +1,12 @@
-"""``ipymcp connect``: a stdio MCP server that forwards to the HTTP server inside a kernel.
-
-Downstream is a low-level ``Server`` on stdio (it answers both protocol eras); upstream is an
-SDK ``Client`` over Streamable HTTP with the kernel's bearer token. The kernel is found through
-the runtime files the core writes (``server/discovery.py``), so a client's configuration stays
-``ipymcp connect`` while ports and tokens change with every kernel start.
-
-Each upstream ``Client`` lives in a task of its own: the SDK tears its task group down when the
-HTTP server goes away (a kernel restart), and that must end the upstream, never the bridge.
-"""
+"""The proxy of ``ipymcp connect``: a stdio MCP server (downstream, both protocol eras) that
+forwards every request to the kernel chosen by ``selection`` through an ``upstream`` connection,
+reconnects after restarts, and adds its own two tools, list_notebooks and select_notebook."""
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
-import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,7 +15,6 @@ import httpx2
 import mcp_types as types
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.client.subscriptions import ListenNotSupportedError
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.server.session import ServerSession
@@ -39,334 +28,38 @@ from mcp.server.subscriptions import (
 )
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import TypeAdapter
 
-from ._version import __version__
-from .server import discovery
+from .._version import __version__
+from ..server import discovery
+from ..text import report_progress
+from ..tools.results import NotebookList, NotebookSelected
+from .selection import (
+    WAIT_ADVICE,
+    Binding,
+    ConnectError,
+    NotebookAway,
+    Selection,
+    choose_kernel,
+    describe_kernel,
+)
+from .upstream import CONNECT_TIMEOUT, ConnectionLost, Upstream, downstream_request, root_cause
 
 log = logging.getLogger("ipymcp.connect")
 
 # Bounded waits: an agent must get an answer, never a hang, while a kernel restarts.
-CONNECT_TIMEOUT = 10.0
 STATUS_TIMEOUT = 8.0  # a kernel's first kernel_status call can take seconds (imports)
 POLL_INTERVAL = 2.0
 RESTART_TIMEOUT = 90.0  # restart_kernel: the new kernel starts and loads ipymcp again
 
 _T = TypeVar("_T")
 
-# The downstream request being forwarded: the upstream Client asks its questions (elicitation) from
-# inside that request's task, so they can go to the client that made the call.
-_downstream_request: contextvars.ContextVar[ServerRequestContext[Any] | None] = contextvars.ContextVar(
-    "ipymcp_downstream_request", default=None
-)
-
-BRIDGE_INSTRUCTIONS = """\
+PROXY_INSTRUCTIONS = """\
 You reach the notebook through `ipymcp connect`. {chosen} list_notebooks shows every notebook \
 kernel with ipymcp loaded; select_notebook(notebook or kernel_id) sends the following calls to \
 another one. Calls stay with the chosen notebook until you call select_notebook: if its kernel \
 restarts, its variables are gone, and calls fail saying so (they did not run) until ipymcp is \
 loaded in its new kernel; then they go there."""
-
-
-class BridgeError(Exception):
-    """A sentence for the agent: what went wrong with the connection and what to do next."""
-
-
-# -- which kernel ----------------------------------------------------------------------------
-
-
-@dataclass
-class Selection:
-    """What the user asked for on the command line (or, later, through select_notebook)."""
-
-    notebook: str | None = None
-    kernel_id: str | None = None
-    url: str | None = None
-    token: str | None = None
-    cwd: Path = field(default_factory=Path.cwd)
-
-    @classmethod
-    def from_env(cls, notebook: str | None, kernel_id: str | None, url: str | None, token: str | None) -> Selection:
-        """Command-line values first, then IPYMCP_URL/IPYMCP_TOKEN, then the seed's SERVER_URL/TOKEN/NOTEBOOK_PATH."""
-        env = os.environ
-        return cls(
-            notebook=notebook or env.get("NOTEBOOK_PATH") or None,
-            kernel_id=kernel_id,
-            url=url or env.get("IPYMCP_URL") or env.get("SERVER_URL") or None,
-            token=token or env.get("IPYMCP_TOKEN") or env.get("TOKEN") or None,
-        )
-
-    def describe(self) -> str:
-        if self.url:
-            return f"--url {self.url}"
-        if self.kernel_id:
-            return f"--kernel-id {self.kernel_id}"
-        if self.notebook:
-            return f"--notebook {self.notebook}"
-        return f"a notebook under {self.cwd}, else the newest kernel"
-
-
-def _notebook_matches(info: dict[str, Any], wanted: str, cwd: Path) -> bool:
-    path = info.get("notebook_path") or ""
-    if not path:
-        return False
-    if path == wanted or Path(path).name == wanted or Path(path).stem == wanted:
-        return True
-    candidates = {Path(wanted).expanduser()}
-    if not Path(wanted).is_absolute():
-        candidates.add(cwd / wanted)
-        candidates.add(Path(info.get("cwd") or cwd) / wanted)
-    return any(_same_path(Path(path), c) for c in candidates) or path.endswith("/" + wanted.lstrip("./"))
-
-
-def _same_path(a: Path, b: Path) -> bool:
-    try:
-        return a.expanduser().resolve() == b.expanduser().resolve()
-    except OSError:
-        return False
-
-
-def _is_under(path: str | None, directory: Path) -> bool:
-    if not path:
-        return False
-    try:
-        Path(path).expanduser().resolve().relative_to(directory.resolve())
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def choose_kernel(kernels: list[dict[str, Any]], selection: Selection) -> tuple[dict[str, Any] | None, str]:
-    """The kernel to talk to and why, following the documented order. ``kernels`` is newest first."""
-    if selection.url:
-        if not selection.token:
-            return None, f"--url {selection.url} needs --token (or IPYMCP_TOKEN); `%mcp token` in the notebook shows it"
-        known = next((k for k in kernels if k.get("url") == selection.url), {})
-        return {**known, "url": selection.url, "token": selection.token}, "given with --url"
-    if selection.kernel_id:
-        for info in kernels:
-            if info.get("kernel_id") == selection.kernel_id:
-                return info, f"kernel id {selection.kernel_id}"
-        return None, f"no running kernel with id {selection.kernel_id} has ipymcp loaded"
-    if selection.notebook:
-        for info in kernels:
-            if _notebook_matches(info, selection.notebook, selection.cwd):
-                return info, f"notebook {selection.notebook}"
-        return None, f"no running kernel of notebook {selection.notebook} has ipymcp loaded"
-    if not kernels:
-        return None, "no running kernel has ipymcp loaded"
-    # The current directory only decides when it tells kernels apart (a client started in / or ~
-    # has every notebook under it).
-    by_notebook = [k for k in kernels if _is_under(k.get("notebook_path"), selection.cwd)]
-    if by_notebook and len(by_notebook) < len(kernels):
-        return by_notebook[0], f"its notebook is under the current directory {selection.cwd}"
-    by_cwd = [k for k in kernels if not k.get("notebook_path") and _is_under(k.get("cwd"), selection.cwd)]
-    if by_cwd and len(by_cwd) < len(kernels):
-        return by_cwd[0], f"its working directory is under the current directory {selection.cwd}"
-    if len(kernels) == 1 and (by_notebook or by_cwd):
-        return kernels[0], f"the only kernel, under the current directory {selection.cwd}"
-    return kernels[0], "the most recently started kernel"
-
-
-def describe_kernel(info: dict[str, Any]) -> str:
-    name = info.get("notebook_path") or f"a kernel in {info.get('cwd') or '?'}"
-    kernel_id = info.get("kernel_id")
-    return f"{name} (kernel {kernel_id})" if kernel_id else f"{name} at {info.get('url')}"
-
-
-@dataclass(frozen=True)
-class Binding:
-    """The notebook a bridge works in, once chosen, until the agent calls select_notebook.
-
-    A restart keeps the kernel id (Jupyter restarts in place) and the notebook path; a notebook
-    whose kernel was shut down and started anew keeps only its path. Either finds the same
-    notebook again, and nothing else: while it is away, calls fail instead of going elsewhere.
-    """
-
-    notebook_path: str | None
-    kernel_id: str | None
-    label: str
-
-    @classmethod
-    def of(cls, info: dict[str, Any]) -> Binding:
-        return cls(info.get("notebook_path") or None, info.get("kernel_id") or None, describe_kernel(info))
-
-    def matches(self, info: dict[str, Any]) -> bool:
-        if self.kernel_id and info.get("kernel_id") == self.kernel_id:
-            return True
-        path = info.get("notebook_path")
-        if not (self.notebook_path and path):
-            return False
-        return path == self.notebook_path or _same_path(Path(path), Path(self.notebook_path))
-
-    def find(self, kernels: list[dict[str, Any]]) -> dict[str, Any] | None:
-        """The same kernel if it is back, else the newest kernel of the same notebook."""
-        same_kernel = [k for k in kernels if self.kernel_id and k.get("kernel_id") == self.kernel_id]
-        return next(iter(same_kernel or [k for k in kernels if self.matches(k)]), None)
-
-
-# What the agent can do while its notebook's kernel is away (restarting, or shut down).
-WAIT_ADVICE = (
-    "Calls stay with this notebook: retry in a moment (list_notebooks shows when ipymcp is back in its new "
-    "kernel; if it does not come back, run `%load_ext ipymcp` in the notebook), or call select_notebook to "
-    "work in another notebook."
-)
-
-
-class NotebookAway(BridgeError):
-    """The bound notebook has no kernel with ipymcp right now (it is restarting or was shut down)."""
-
-    def __init__(self, binding: Binding):
-        super().__init__(
-            f"The kernel of {binding.label} is restarting or was shut down (ipymcp does not answer there): "
-            f"this call did not run. {WAIT_ADVICE}"
-        )
-        self.binding = binding
-
-
-# -- one upstream connection -----------------------------------------------------------------
-
-
-class Upstream:
-    """One SDK ``Client`` to one kernel's server, owned by its own task (``run``)."""
-
-    def __init__(self, info: dict[str, Any], on_event: Callable[[ServerEvent], Awaitable[None]]):
-        self.info = info
-        self.client: Client | None = None
-        self.dead = anyio.Event()
-        self.error: BaseException | None = None
-        # True once an agent's call was answered with the error about this connection's loss.
-        self.loss_reported = False
-        self._on_event = on_event
-        self._stop = anyio.Event()
-
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        started = False
-        try:
-            headers = {"Authorization": f"Bearer {self.info['token']}"}
-            # No read timeout: tool calls run as long as the tool allows, and the listen stream is
-            # long-lived. A dead server shows up as a closed connection instead.
-            timeout = httpx2.Timeout(CONNECT_TIMEOUT, read=None)
-            async with httpx2.AsyncClient(headers=headers, timeout=timeout) as http:
-                transport = streamable_http_client(self.info["url"], http_client=http)
-                async with Client(
-                    transport, cache=None, message_handler=self._on_message, elicitation_callback=_forward_elicitation
-                ) as client:
-                    self.client = client
-                    started = True
-                    task_status.started()
-                    async with anyio.create_task_group() as tg:
-                        tg.start_soon(self._listen, client)
-                        await self._stop.wait()
-                        tg.cancel_scope.cancel()
-        except Exception as exc:  # noqa: BLE001 - an ExceptionGroup from the SDK when the server goes away
-            self.error = exc
-            if not started:
-                raise BridgeError(_connect_failure(self.info, exc)) from exc
-            log.info("connection to %s lost: %s", self.info.get("url"), _root_cause(exc))
-        finally:
-            self.client = None
-            self.dead.set()
-
-    def close(self) -> None:
-        self._stop.set()
-
-    async def _listen(self, client: Client) -> None:
-        """List-changed events of the 2026-07-28 era; its end also tells that the server went away."""
-        try:
-            async with client.listen(
-                tools_list_changed=True, prompts_list_changed=True, resources_list_changed=True
-            ) as subscription:
-                async for event in subscription:
-                    await self._on_event(event)
-        except ListenNotSupportedError:
-            return  # a handshake-era server: list changes arrive through _on_message
-        except Exception as exc:  # noqa: BLE001
-            if self._stop.is_set():
-                return
-            self.error = exc
-            log.info("event stream from %s ended: %s", self.info.get("url"), _root_cause(exc))
-        self._stop.set()
-
-    async def _on_message(self, message: Any) -> None:
-        events = {
-            types.ToolListChangedNotification: ToolsListChanged,
-            types.PromptListChangedNotification: PromptsListChanged,
-            types.ResourceListChangedNotification: ResourcesListChanged,
-        }
-        for notification, event in events.items():
-            if isinstance(message, notification):
-                await self._on_event(event())
-
-    async def call(self, fn: Callable[[Client], Awaitable[_T]]) -> _T:
-        """Run one request; if the server goes away meanwhile, raise ``ConnectionLost`` at once."""
-        client = self.client
-        if client is None or self.dead.is_set():
-            raise ConnectionLost(self.error)
-        outcome: list[_T] = []
-        failure: list[Exception] = []
-        async with anyio.create_task_group() as tg:
-
-            async def watch() -> None:
-                await self.dead.wait()
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(watch)
-            try:
-                outcome.append(await fn(client))
-            except Exception as exc:  # noqa: BLE001 - sorted out below, outside the task group
-                failure.append(exc)
-            finally:
-                tg.cancel_scope.cancel()
-        if failure:
-            exc = failure[0]
-            lost = isinstance(exc, (httpx2.HTTPError, anyio.ClosedResourceError, anyio.BrokenResourceError)) or (
-                isinstance(exc, MCPError) and exc.code == types.CONNECTION_CLOSED
-            )
-            if not lost:
-                raise exc
-            await self._wait_dead()
-            raise ConnectionLost(exc) from exc
-        if not outcome:
-            raise ConnectionLost(self.error)
-        return outcome[0]
-
-    async def _wait_dead(self) -> None:
-        self._stop.set()
-        with anyio.move_on_after(2):
-            await self.dead.wait()
-
-
-class ConnectionLost(Exception):
-    def __init__(self, cause: BaseException | None):
-        super().__init__(_root_cause(cause) if cause is not None else "connection closed")
-
-
-def _root_cause(exc: BaseException | None) -> str:
-    while exc is not None and getattr(exc, "exceptions", None):  # an (exception) group: its first cause
-        exc = exc.exceptions[0]  # type: ignore[attr-defined]
-    if exc is None:
-        return "unknown error"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-async def _forward_elicitation(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult | types.ErrorData:
-    """A question from the kernel (approval, ...) to the user, through the client that made the call."""
-    ctx = _downstream_request.get()
-    session = ctx.session if ctx is not None else None
-    capabilities = session.client_capabilities if session is not None else None
-    if (
-        session is None
-        or capabilities is None
-        or capabilities.elicitation is None
-        or not session.can_send_request
-        or not isinstance(params, types.ElicitRequestFormParams)
-    ):
-        return types.ErrorData(
-            code=types.INVALID_REQUEST,
-            message="the MCP client connected through `ipymcp connect` cannot answer this question (no form "
-            "elicitation on this connection)",
-        )
-    return await session.elicit_form(params.message, params.requested_schema, related_request_id=ctx.request_id)
 
 
 def _lost_sentence(info: dict[str, Any], ran: str = "did not run") -> str:
@@ -376,14 +69,7 @@ def _lost_sentence(info: dict[str, Any], ran: str = "did not run") -> str:
     )
 
 
-def _connect_failure(info: dict[str, Any], exc: BaseException) -> str:
-    cause = _root_cause(exc)
-    if "401" in cause or "invalid_token" in cause:
-        return f"the server at {info.get('url')} refused the token; copy it again with `%mcp token` in the notebook"
-    return f"could not reach the ipymcp server of {describe_kernel(info)} at {info.get('url')} ({cause})"
-
-
-# -- the bridge --------------------------------------------------------------------------------
+# -- the proxy ---------------------------------------------------------------------------------
 
 
 NOTEBOOK_SCHEMA = {
@@ -398,7 +84,7 @@ NOTEBOOK_SCHEMA = {
 }
 
 
-BRIDGE_TOOLS = [
+PROXY_TOOLS = [
     types.Tool(
         name="list_notebooks",
         title="List notebooks with ipymcp",
@@ -408,6 +94,7 @@ BRIDGE_TOOLS = [
             "Use select_notebook to switch. A notebook missing here needs `%load_ext ipymcp` run in it."
         ),
         input_schema={"type": "object", "properties": {}},
+        output_schema=TypeAdapter(NotebookList).json_schema(),
         annotations=types.ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
     ),
     types.Tool(
@@ -419,15 +106,16 @@ BRIDGE_TOOLS = [
             "the notebook now selected; on error, call list_notebooks to see the choices."
         ),
         input_schema=NOTEBOOK_SCHEMA,
+        output_schema=TypeAdapter(NotebookSelected).json_schema(),
         annotations=types.ToolAnnotations(
             read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False
         ),
     ),
 ]
-BRIDGE_TOOL_NAMES = {tool.name for tool in BRIDGE_TOOLS}
+PROXY_TOOL_NAMES = {tool.name for tool in PROXY_TOOLS}
 
 
-class Bridge:
+class Proxy:
     def __init__(self, selection: Selection, runtime_dir: Path | None = None):
         self.selection = selection
         self.runtime_dir = runtime_dir
@@ -438,7 +126,7 @@ class Bridge:
         self._session: ServerSession | None = None
         self._switch_lock = anyio.Lock()
         # Set when the kernel went away by itself: the next call reports it once (its variables
-        # are gone), even if the bridge has reconnected to the new server meanwhile.
+        # are gone), even if the proxy has reconnected to the new server meanwhile.
         self._lost_notice: str | None = None
         self._last_problem: str | None = None
         # The notebook chosen first (or by select_notebook); re-discovery finds only it again.
@@ -473,15 +161,15 @@ class Bridge:
             if info is None and self._bound():
                 raise NotebookAway(self.binding)  # type: ignore[arg-type]
             if info is None:
-                raise BridgeError(
+                raise ConnectError(
                     f"Not connected to a notebook: {because}. Run `%load_ext ipymcp` in the notebook "
                     "(or wait until its kernel has restarted and load it again), then retry; "
                     "list_notebooks shows the kernels that are ready."
                 )
             try:
                 return await self.connect(info, because)
-            except (BridgeError, TimeoutError) as exc:
-                raise BridgeError(f"{exc}. Retry in a moment; list_notebooks shows the kernels that are ready.") from exc
+            except (ConnectError, TimeoutError) as exc:
+                raise ConnectError(f"{exc}. Retry in a moment; list_notebooks shows the kernels that are ready.") from exc
 
     def _bound(self) -> bool:
         return self.binding is not None and not self.selection.url
@@ -504,7 +192,7 @@ class Bridge:
         if upstream is not self.upstream or upstream.loss_reported:
             return  # replaced on purpose (select_notebook), or the failing call already said so
         self._lost_notice = _lost_sentence(upstream.info)
-        log.info("lost %s (%s)", describe_kernel(upstream.info), _root_cause(upstream.error))
+        log.info("lost %s (%s)", describe_kernel(upstream.info), root_cause(upstream.error))
         await self._announce(ToolsListChanged(), PromptsListChanged(), ResourcesListChanged())
 
     async def _poll(self) -> None:
@@ -519,7 +207,7 @@ class Bridge:
                 continue
             try:
                 await self.ensure_upstream()
-            except BridgeError as exc:
+            except ConnectError as exc:
                 if str(exc) != self._last_problem:
                     log.info("%s", exc)
                 self._last_problem = str(exc)
@@ -553,7 +241,7 @@ class Bridge:
     async def forward(
         self, ctx: ServerRequestContext[Any], fn: Callable[[Client], Awaitable[_T]], *, is_call: bool = True
     ) -> _T:
-        """Send one request upstream, reconnecting first if needed; errors are BridgeError sentences.
+        """Send one request upstream, reconnecting first if needed; errors are ConnectError sentences.
 
         Only calls (tools, resource reads, prompts) report a lost kernel, once. Listings never
         do: clients refetch them on list-changed, right after a restart, and they are retried once
@@ -562,7 +250,7 @@ class Bridge:
         self._session = ctx.session
         if is_call and self._lost_notice is not None:
             notice, self._lost_notice = self._lost_notice, None
-            raise BridgeError(f"{notice} {await self._where_calls_go_now()}")
+            raise ConnectError(f"{notice} {await self._where_calls_go_now()}")
         upstream = await self.ensure_upstream()
         try:
             return await upstream.call(fn)
@@ -572,11 +260,11 @@ class Bridge:
                 try:
                     return await (await self.ensure_upstream()).call(fn)
                 except ConnectionLost as again:
-                    raise BridgeError(str(again)) from again
+                    raise ConnectError(str(again)) from again
             upstream.loss_reported = True  # this error is the one the agent gets
             self._lost_notice = None
             lost = _lost_sentence(upstream.info, ran="did not complete")
-            raise BridgeError(f"{lost} {await self._where_calls_go_now()}") from exc
+            raise ConnectError(f"{lost} {await self._where_calls_go_now()}") from exc
 
     async def _where_calls_go_now(self) -> str:
         """The second half of a lost-kernel error: the same notebook's new kernel, or why not yet."""
@@ -584,7 +272,7 @@ class Bridge:
             upstream = await self.ensure_upstream()
         except NotebookAway:
             return f"ipymcp is not loaded in its new kernel yet. {WAIT_ADVICE}"
-        except BridgeError as exc:
+        except ConnectError as exc:
             return str(exc)
         return f"Calls go to {describe_kernel(upstream.info)} now; load your data again, then retry."
 
@@ -651,18 +339,18 @@ class Bridge:
 
     async def select_notebook(self, notebook: str | None, kernel_id: str | None) -> dict[str, Any]:
         if not notebook and not kernel_id:
-            raise BridgeError("Give notebook (a path or file name) or kernel_id; list_notebooks shows them.")
+            raise ConnectError("Give notebook (a path or file name) or kernel_id; list_notebooks shows them.")
         wanted = Selection(notebook=notebook, kernel_id=kernel_id, cwd=self.selection.cwd)
         info, because = choose_kernel(self.kernels(), wanted)
         if info is None:
-            raise BridgeError(f"{because}; call list_notebooks to see the notebooks you can select.")
+            raise ConnectError(f"{because}; call list_notebooks to see the notebooks you can select.")
         async with self._switch_lock:
             if self.upstream is None or self.upstream.info.get("url") != info.get("url") or self.upstream.dead.is_set():
                 try:
                     await self.connect(info, f"selected by {because}")
-                except (BridgeError, TimeoutError) as exc:
-                    raise BridgeError(f"{exc}; call list_notebooks and try again.") from exc
-            # From now on the bridge is bound to this notebook (connect set the binding), also
+                except (ConnectError, TimeoutError) as exc:
+                    raise ConnectError(f"{exc}; call list_notebooks and try again.") from exc
+            # From now on the proxy is bound to this notebook (connect set the binding), also
             # when it was started with --url.
             self.selection = Selection(
                 notebook=info.get("notebook_path") or None, kernel_id=info.get("kernel_id"), cwd=self.selection.cwd
@@ -684,8 +372,8 @@ class Bridge:
         else:
             chosen = f"Not connected to a notebook yet ({self._last_problem or 'none found'})."
             upstream_text = None
-        bridge_text = BRIDGE_INSTRUCTIONS.format(chosen=chosen)
-        return f"{upstream_text.rstrip()}\n\n{bridge_text}" if upstream_text else bridge_text
+        proxy_text = PROXY_INSTRUCTIONS.format(chosen=chosen)
+        return f"{upstream_text.rstrip()}\n\n{proxy_text}" if upstream_text else proxy_text
 
     def build_server(self) -> Server[Any]:
         return Server(
@@ -708,11 +396,11 @@ class Bridge:
         cursor = params.cursor if params else None
         try:
             result = await self.forward(ctx, lambda c: c.list_tools(cursor=cursor), is_call=False)
-        except BridgeError:
+        except ConnectError:
             result = types.ListToolsResult(tools=[])
-        tools = [t for t in result.tools if t.name not in BRIDGE_TOOL_NAMES]
+        tools = [t for t in result.tools if t.name not in PROXY_TOOL_NAMES]
         if cursor is None:
-            tools += BRIDGE_TOOLS
+            tools += PROXY_TOOLS
         return types.ListToolsResult(tools=tools, next_cursor=result.next_cursor)
 
     async def _call_tool(self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams):
@@ -728,14 +416,14 @@ class Bridge:
             async def progress(value: float, total: float | None, message: str | None) -> None:
                 await ctx.session.report_progress(value, total, message)
 
-            _downstream_request.set(ctx)
+            downstream_request.set(ctx)
             result = await self.forward(
                 ctx, lambda c: c.call_tool(params.name, arguments, progress_callback=progress)
             )
-            if params.name == "restart_kernel" and not result.is_error and (result.meta or {}).get("restarting"):
+            if params.name == "restart_kernel" and not result.is_error and _restart_started(result) is not None:
                 return await self._wait_for_restart(result, progress)
             return result
-        except BridgeError as exc:
+        except ConnectError as exc:
             return types.CallToolResult(content=[types.TextContent(type="text", text=str(exc))], is_error=True)
         except MCPError as exc:
             # e.g. the kernel asked a question (approval) this client cannot answer
@@ -746,7 +434,7 @@ class Bridge:
     ) -> types.CallToolResult:
         """restart_kernel answers as the restart starts: answer the agent once ipymcp is back in the
         new kernel (same kernel id, new pid), so the restart costs it no error at all."""
-        meta = result.meta or {}
+        meta = _restart_started(result) or {}
         old = self.upstream
         if old is not None:
             old.loss_reported = True  # the agent asked for it: not a loss to report
@@ -768,15 +456,12 @@ class Bridge:
                     async with self._switch_lock:
                         try:
                             upstream = await self.connect(fresh[0], "the same kernel after restart_kernel")
-                        except (BridgeError, TimeoutError):
+                        except (ConnectError, TimeoutError):
                             continue
                     self._lost_notice = None
                     await self._announce(ToolsListChanged(), PromptsListChanged(), ResourcesListChanged())
                     return self._restarted(upstream, elapsed)
-                try:
-                    await progress(round(elapsed, 1), None, "waiting for the kernel to restart and ipymcp to load")
-                except Exception:  # noqa: BLE001 - a client without a progress token
-                    pass
+                await report_progress(progress, elapsed, "waiting for the kernel to restart and ipymcp to load")
         return types.CallToolResult(
             content=[
                 types.TextContent(
@@ -796,14 +481,19 @@ class Bridge:
             f"The kernel of {describe_kernel(info)} restarted and ipymcp is back (after {elapsed:.1f} s, at "
             f"{info.get('url')}). Every variable and import of the old kernel is gone: load what you need again."
         )
-        meta = {"restarted": True, "kernel_id": info.get("kernel_id"), "pid": info.get("pid"), "url": info.get("url")}
-        return types.CallToolResult(content=[types.TextContent(type="text", text=text)], meta=meta)
+        facts = {"kernel_id": info.get("kernel_id"), "pid": info.get("pid"), "url": info.get("url")}
+        return types.CallToolResult(
+            content=[types.TextContent(type="text", text=text)],
+            # restart_kernel's output schema (ipymcp/tools/results.py Restart), in its "back" state.
+            structured_content={"state": "back", **facts},
+            meta={"restarted": True, **facts},
+        )
 
     async def _list_resources(self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None):
         cursor = params.cursor if params else None
         try:
             return await self.forward(ctx, lambda c: c.list_resources(cursor=cursor), is_call=False)
-        except BridgeError:
+        except ConnectError:
             return types.ListResourcesResult(resources=[])
 
     async def _list_resource_templates(
@@ -812,26 +502,26 @@ class Bridge:
         cursor = params.cursor if params else None
         try:
             return await self.forward(ctx, lambda c: c.list_resource_templates(cursor=cursor), is_call=False)
-        except BridgeError:
+        except ConnectError:
             return types.ListResourceTemplatesResult(resource_templates=[])
 
     async def _read_resource(self, ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams):
         try:
             return await self.forward(ctx, lambda c: c.read_resource(str(params.uri)))
-        except BridgeError as exc:
+        except ConnectError as exc:
             raise MCPError(types.INTERNAL_ERROR, str(exc)) from exc
 
     async def _list_prompts(self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None):
         cursor = params.cursor if params else None
         try:
             return await self.forward(ctx, lambda c: c.list_prompts(cursor=cursor), is_call=False)
-        except BridgeError:
+        except ConnectError:
             return types.ListPromptsResult(prompts=[])
 
     async def _get_prompt(self, ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams):
         try:
             return await self.forward(ctx, lambda c: c.get_prompt(params.name, params.arguments))
-        except BridgeError as exc:
+        except ConnectError as exc:
             raise MCPError(types.INTERNAL_ERROR, str(exc)) from exc
 
     async def _complete(self, ctx: ServerRequestContext[Any], params: types.CompleteRequestParams):
@@ -839,7 +529,7 @@ class Bridge:
         context = params.context.arguments if params.context is not None else None
         try:
             return await self.forward(ctx, lambda c: c.complete(params.ref, argument, context), is_call=False)
-        except BridgeError:
+        except ConnectError:
             return types.CompleteResult(completion=types.Completion(values=[]))
 
     # -- running ----------------------------------------------------------------------------------
@@ -853,7 +543,7 @@ class Bridge:
             else:
                 try:
                     await self.connect(info, because)
-                except (BridgeError, TimeoutError) as exc:
+                except (ConnectError, TimeoutError) as exc:
                     self._last_problem = str(exc) or "timed out"
                     log.warning("%s", self._last_problem)
             if self.upstream is not None:
@@ -867,6 +557,16 @@ class Bridge:
             tg.cancel_scope.cancel()
 
 
+def _restart_started(result: types.CallToolResult) -> dict[str, Any] | None:
+    """restart_kernel's facts (kernel id, old pid) if its answer says the restart started: its
+    structured result, or the ``_meta`` of kernels from before structured results."""
+    facts = result.structured_content or {}
+    if facts.get("state") == "restarting":
+        return facts
+    meta = result.meta or {}
+    return meta if meta.get("restarting") else None
+
+
 def _structured(data: dict[str, Any]) -> types.CallToolResult:
     return types.CallToolResult(
         content=[types.TextContent(type="text", text=json.dumps(data, indent=1))], structured_content=data
@@ -876,6 +576,6 @@ def _structured(data: dict[str, Any]) -> types.CallToolResult:
 async def run_stdio(selection: Selection) -> None:
     from mcp.server.stdio import stdio_server
 
-    bridge = Bridge(selection)
+    proxy = Proxy(selection)
     async with stdio_server() as (read_stream, write_stream):
-        await bridge.serve(read_stream, write_stream)
+        await proxy.serve(read_stream, write_stream)

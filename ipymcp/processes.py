@@ -23,15 +23,21 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .outputs import strip_ansi
+import anyio
+import anyio.to_thread
+
+from .text import HeadTail, clean_terminal_text, cut_marker
 
 _READ_CHUNK = 65536
+# run_command reports progress (its latest line) about this often.
+PROGRESS_EVERY = 1.0
 
 
-class TerminalError(Exception):
+class ProcessError(Exception):
     """A refusal or failure written for the agent: shown as is."""
 
 
@@ -49,17 +55,6 @@ def command_environment() -> dict[str, str]:
     )
     env.update({"TERM": "dumb", "PAGER": "cat", "GIT_PAGER": "cat", "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"})
     return env
-
-
-def clean_terminal_text(text: str) -> str:
-    """Readable text from terminal output: no escape codes, and a progress line keeps its last state."""
-    text = strip_ansi(text).replace("\r\n", "\n")
-    if "\r" in text:
-        text = "\n".join(
-            line.rsplit("\r", 1)[-1] if "\r" in line.rstrip("\r") else line.rstrip("\r")
-            for line in text.split("\n")
-        )
-    return text
 
 
 def kill_group(pgid: int, sig: int) -> bool:
@@ -106,16 +101,13 @@ def group_exists(pgid: int) -> bool:
     return False
 
 
-class HeadTail:
-    """Output kept within a budget: the first bytes and the last bytes, with the total seen."""
+class CommandOutput:
+    """A command's output within a budget: its first and last bytes (two thirds, one third), the
+    total seen, and the latest line (for progress notifications)."""
 
     def __init__(self, budget: int):
-        self.head_limit = max(100, budget * 2 // 3)
-        self.tail_limit = max(100, budget - self.head_limit)
-        self.head = bytearray()
-        self.tail: deque[bytes] = deque()
-        self.tail_size = 0
-        self.total = 0
+        head = max(100, budget * 2 // 3)
+        self.kept: HeadTail[bytes] = HeadTail(head, max(100, budget - head))
         self.last_line = b""
         self.lock = threading.Lock()
 
@@ -123,27 +115,15 @@ class HeadTail:
         with self.lock:
             lines = (self.last_line + data[-400:]).rstrip(b"\r\n").rsplit(b"\n", 1)
             self.last_line = lines[-1][-200:]
-            self.total += len(data)
-            room = self.head_limit - len(self.head)
-            if room > 0:
-                self.head += data[:room]
-                data = data[room:]
-            if data:
-                self.tail.append(data)
-                self.tail_size += len(data)
-                while self.tail_size - len(self.tail[0]) >= self.tail_limit:
-                    self.tail_size -= len(self.tail.popleft())
+            self.kept.add(data)
 
     def text(self) -> str:
         with self.lock:
-            tail = b"".join(self.tail)
-            if len(self.head) + len(tail) >= self.total:
-                return clean_terminal_text(bytes(self.head + tail).decode("utf-8", "replace"))
-            tail = tail[-self.tail_limit :]
-            cut = self.total - len(self.head) - len(tail)
-            head_text = bytes(self.head).decode("utf-8", "replace")
-            tail_text = tail.decode("utf-8", "replace")
-        return clean_terminal_text(f"{head_text}\n[... {cut:,} bytes of output cut ...]\n{tail_text}")
+            head, tail, cut = self.kept.head(), self.kept.tail(), self.kept.cut
+        if not cut:
+            return clean_terminal_text((head + tail).decode("utf-8", "replace"))
+        marker = cut_marker(cut, "bytes of output")
+        return clean_terminal_text(head.decode("utf-8", "replace") + marker + tail.decode("utf-8", "replace"))
 
     def latest_line(self) -> str:
         return clean_terminal_text(self.last_line.decode("utf-8", "replace")).strip()
@@ -155,14 +135,20 @@ class CommandRun:
 
     command: str
     process: subprocess.Popen
-    output: HeadTail
+    output: CommandOutput
     reader: threading.Thread
     started: float = field(default_factory=time.monotonic)
     timed_out: bool = False
+    duration: float = 0.0
 
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    @property
+    def exit_code(self) -> int | None:
+        """The shell's exit status; negative: killed by that signal."""
+        return self.process.returncode
 
 
 class BackgroundProcess:
@@ -300,7 +286,7 @@ class BackgroundProcess:
 
     def write(self, text: str) -> int:
         if not self.running:
-            raise TerminalError(
+            raise ProcessError(
                 f"{self.describe_state()}; it cannot take input (start it again with start_process)"
             )
         data = text.encode("utf-8")
@@ -352,7 +338,7 @@ class BackgroundProcess:
         return info
 
 
-class Terminal:
+class Processes:
     """Every command and process the agent started in this kernel, and the switch that ends them."""
 
     def __init__(self, buffer_bytes: int = 1_000_000, stop_grace: float = 2.0, max_processes: int = 16):
@@ -368,6 +354,37 @@ class Terminal:
         atexit.register(self.close)
 
     # -- run_command -------------------------------------------------------------------------
+    async def run_command(
+        self,
+        command: str,
+        cwd: str,
+        timeout: float,
+        budget: int,
+        on_tick: Callable[[float, str], Awaitable[None]] | None = None,
+    ) -> CommandRun:
+        """Run ``command`` through the user's shell, waiting on the event loop (never a thread) up
+        to ``timeout`` s; ``on_tick(elapsed, latest_line)`` about once a second. On timeout, and
+        when the caller is cancelled, the command and everything it started are killed: it never
+        outlives the call. ``budget``: characters of output kept (head and tail)."""
+        run = self.start_command(command, cwd, budget)
+        next_report, pause = run.started + PROGRESS_EVERY, 0.01
+        try:
+            while run.process.poll() is None:
+                now = time.monotonic()
+                if now - run.started >= timeout:
+                    run.timed_out = True
+                    break
+                if on_tick is not None and now >= next_report:
+                    next_report = now + PROGRESS_EVERY
+                    await on_tick(now - run.started, run.output.latest_line())
+                await anyio.sleep(pause)
+                pause = min(0.25, pause * 1.5)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self.end_command, run, run.process.poll() is None)
+        run.duration = time.monotonic() - run.started
+        return run
+
     def start_command(self, command: str, cwd: str, budget: int) -> CommandRun:
         self._check_open()
         process = subprocess.Popen(
@@ -380,7 +397,7 @@ class Terminal:
             start_new_session=True,
             close_fds=True,
         )
-        output = HeadTail(budget)
+        output = CommandOutput(budget)
         reader = threading.Thread(
             target=_drain, args=(process.stdout, output), daemon=True, name="ipymcp-command"
         )
@@ -413,7 +430,7 @@ class Terminal:
         with self._lock:
             running = [p for p in self.processes.values() if p.running]
             if len(running) >= self.max_processes:
-                raise TerminalError(
+                raise ProcessError(
                     f"{len(running)} background processes are running (max_processes={self.max_processes}); "
                     "stop_process one you no longer need, or raise c.IPyMCP.max_processes"
                 )
@@ -427,7 +444,7 @@ class Terminal:
         process = self.processes.get(process_id)
         if process is None:
             known = ", ".join(str(i) for i in self.processes) or "none"
-            raise TerminalError(
+            raise ProcessError(
                 f"no process with id {process_id} (known: {known}); list_processes shows them"
             )
         return process
@@ -456,6 +473,17 @@ class Terminal:
         for pgid in pgids:
             kill_group(pgid, signal.SIGKILL)
 
+    def stop_all(self) -> int:
+        """End every process and command the agent started so far, and keep accepting new ones
+        (token rotation: nothing the old token started may outlive it). Returns how many ended."""
+        with self._lock:
+            processes = list(self.processes.values())
+            commands = list(self.commands.values())
+            self.processes.clear()
+            self.commands.clear()
+        self._end(processes, commands)
+        return len(processes) + len(commands)
+
     def close(self) -> None:
         """End every process and command the agent started (unload, kernel shutdown, exit)."""
         with self._lock:
@@ -466,37 +494,41 @@ class Terminal:
             commands = list(self.commands.values())
             self.processes.clear()
             self.commands.clear()
-        pgids = [p.pid for p in processes] + [c.pid for c in commands]
-        if pgids:
-            for process in processes:
-                process.signal_group(signal.SIGTERM)
-
-            def all_gone() -> bool:
-                for process in processes:
-                    process.poll()
-                for command in commands:
-                    command.process.poll()
-                return not any(group_exists(pgid) for pgid in pgids)
-
-            self._terminate_groups(pgids, all_gone, grace=min(self.stop_grace, 1.0))
-            for process in processes:
-                process.finish()
-            for command in commands:
-                try:
-                    command.process.wait(timeout=1.0)
-                except subprocess.TimeoutExpired:
-                    pass
+        self._end(processes, commands)
         try:
             atexit.unregister(self.close)
         except Exception:  # noqa: BLE001
             pass
 
+    def _end(self, processes: list[BackgroundProcess], commands: list[CommandRun]) -> None:
+        pgids = [p.pid for p in processes] + [c.pid for c in commands]
+        if not pgids:
+            return
+        for process in processes:
+            process.signal_group(signal.SIGTERM)
+
+        def all_gone() -> bool:
+            for process in processes:
+                process.poll()
+            for command in commands:
+                command.process.poll()
+            return not any(group_exists(pgid) for pgid in pgids)
+
+        self._terminate_groups(pgids, all_gone, grace=min(self.stop_grace, 1.0))
+        for process in processes:
+            process.finish()
+        for command in commands:
+            try:
+                command.process.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                pass
+
     def _check_open(self) -> None:
         if self._closed:
-            raise TerminalError("ipymcp is shutting down; no new commands")
+            raise ProcessError("ipymcp is shutting down; no new commands")
 
 
-def _drain(stream: Any, output: HeadTail) -> None:
+def _drain(stream: Any, output: CommandOutput) -> None:
     fd = stream.fileno()
     while True:
         try:

@@ -25,6 +25,17 @@ from typing import Any
 
 _job_ids = itertools.count(1)
 
+# After its time ran out, a running job gets this long to stop after each interrupt.
+INTERRUPT_GRACE = 3.0
+
+
+class JobNotRun(Exception):
+    """The job was still queued when its time ran out: it was cancelled and never runs."""
+
+
+class JobDidNotStop(Exception):
+    """The job ran out of time and went on running through both interrupts."""
+
 
 @dataclass
 class AgentJob:
@@ -46,8 +57,12 @@ class AgentJob:
     def running(self) -> bool:
         return self.started is not None and self.finished is None
 
+    def ran_out_of(self, timeout: float) -> bool:
+        """Whether it ended because its time ran out (not by an interrupt from elsewhere)."""
+        return self.finished is not None and self.started is not None and self.finished - self.submitted >= timeout
 
-class MainThreadBridge:
+
+class MainThreadExecutor:
     def __init__(self, shell: Any, kernel: Any):
         self.shell = shell
         self.kernel = kernel
@@ -55,6 +70,38 @@ class MainThreadBridge:
         self.queued: list[AgentJob] = []
         self._lock = threading.Lock()
         self._nudger: Any = None
+        self._abort_queues: Any = None
+
+    # -- the kernel's own queue ----------------------------------------------------------------
+    def install(self) -> None:
+        """On ipykernel 6.9 to 6.29.2 (Colab pins 6.17.1), end stop-on-error as 6.29.3 does.
+
+        After an error reply those versions keep aborting execute requests until one more turn
+        of the event loop. Our server thread competes for the GIL, so that turn comes late and a
+        cell the user sent after seeing the error was aborted (1 to 9 in 40 tries right after
+        %load_ext). ipykernel 6.29.3 (PR #1212) queues the end of the abort right behind the
+        requests already received; the same few lines are installed here until unload.
+        """
+        kernel = self.kernel
+        if self._abort_queues is not None or not _abort_ends_a_loop_turn_late(kernel):
+            return
+        original = kernel._abort_queues
+
+        def _abort_queues(*args: Any, **kwargs: Any) -> Any:
+            if args or kwargs or kernel.stop_on_error_timeout:
+                return original(*args, **kwargs)
+            kernel._aborting = True
+            kernel.log.info("Aborting queue")
+            kernel.shell_stream.flush()  # every request already waiting is aborted
+
+            async def stop_aborting() -> None:
+                kernel.log.info("Finishing abort")
+                kernel._aborting = False
+
+            kernel.schedule_dispatch(stop_aborting)
+
+        kernel._abort_queues = _abort_queues
+        self._abort_queues = _abort_queues
 
     # -- submitting ---------------------------------------------------------------------------
     def submit(self, work: Callable[[AgentJob], Awaitable[Any]], description: str) -> AgentJob:
@@ -124,6 +171,48 @@ class MainThreadBridge:
 
         return handler
 
+    # -- waiting -------------------------------------------------------------------------------
+    async def wait(
+        self,
+        job: AgentJob,
+        timeout: float,
+        on_tick: Callable[[AgentJob, float], Awaitable[None]] | None = None,
+        waiting_for: Callable[[], str] = lambda: "the kernel's main thread is busy",
+    ) -> Any:
+        """The result of ``job``, from another event loop, waiting up to ``timeout`` s in all
+        (``on_tick(job, elapsed)`` about once a second: progress notifications).
+
+        When the time runs out, a job still queued is cancelled and ``JobNotRun`` raised (it never
+        runs; ``waiting_for()`` says what it waited for); a running one is interrupted with
+        KeyboardInterrupt, then with an asynchronous KeyboardInterrupt, ``INTERRUPT_GRACE`` s each,
+        and what it returned is returned (``JobDidNotStop`` if it runs on). If the waiting caller
+        is cancelled (the client cancelled the call), the job is cancelled or interrupted too: the
+        agent's code never outlives its call.
+        """
+        try:
+            if not await _finished_within(job, timeout, on_tick):
+                if self.cancel(job):
+                    raise JobNotRun(
+                        f"kernel busy: {waiting_for()}; your code did not run. Retry later, use "
+                        "list_variables / inspect_variable (they answer now), or call interrupt(target='user') "
+                        "if the user asked you to stop their cell."
+                    )
+                job.interrupted = True
+                self.interrupt(job)
+                if not await _finished_within(job, INTERRUPT_GRACE):
+                    self.force_interrupt(job)
+                    if not await _finished_within(job, INTERRUPT_GRACE):
+                        raise JobDidNotStop(
+                            f"timed out after {timeout:g} s and the code did not stop on KeyboardInterrupt "
+                            "(a blocking call?); it is still running on the kernel's main thread."
+                        )
+        except asyncio.CancelledError:
+            if not self.cancel(job):
+                job.interrupted = True
+                self.interrupt(job)
+            raise
+        return job.future.result()
+
     # -- interrupting --------------------------------------------------------------------------
     def interrupt(self, job: AgentJob | None = None) -> bool:
         """Interrupt ``job`` (default: the running one) if, and only if, it is running now.
@@ -182,6 +271,9 @@ class MainThreadBridge:
                 return
 
     def close(self) -> None:
+        if self._abort_queues is not None and vars(self.kernel).get("_abort_queues") is self._abort_queues:
+            del self.kernel._abort_queues
+        self._abort_queues = None
         if self._nudger is not None:
             try:
                 self._nudger.stop_channels()
@@ -190,12 +282,24 @@ class MainThreadBridge:
             self._nudger = None
 
 
+def _abort_ends_a_loop_turn_late(kernel: Any) -> bool:
+    try:
+        import ipykernel
+        from packaging.version import Version
+
+        version = Version(ipykernel.__version__)
+    except Exception:  # noqa: BLE001 - unknown kernel: leave it as it is
+        return False
+    needed = ("_abort_queues", "schedule_dispatch", "shell_stream", "stop_on_error_timeout")
+    return Version("6.9") <= version < Version("6.29.3") and all(hasattr(kernel, name) for name in needed)
+
+
 def _clear_async_exception(ident: int | None) -> None:
     if ident is not None:
         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
 
 
-async def wait_for_job(
+async def _finished_within(
     job: AgentJob,
     timeout: float,
     on_tick: Callable[[AgentJob, float], Awaitable[None]] | None = None,

@@ -34,7 +34,7 @@ import unicodedata
 from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ._dirfd import (
@@ -105,12 +105,13 @@ class Limits:
 
 @dataclass
 class FileView:
-    """What read_file found: text (numbered lines or a description), or an image to return."""
+    """What read_file found: text (numbered lines or a description), or an image to return, and
+    the facts about it (read_file's structured result: path, kind, size, the lines shown)."""
 
     text: str
+    facts: dict[str, Any]
     image_b64: str | None = None
     image_mime: str | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 def workspace_root(root_dir: str, notebook_path: str | None, fallback: str) -> str:
@@ -575,7 +576,8 @@ class Workspace:
                 kind, hint = binary
                 return FileView(
                     f"{shown}: binary file, {size:,} bytes: {kind}. Not shown as text; inspect it with "
-                    f"execute ({hint})."
+                    f"execute ({hint}).",
+                    {"path": shown, "kind": "binary", "size_bytes": size},
                 )
             if shown.endswith(".ipynb") and not raw:
                 if size > self.limits.read_max_bytes:
@@ -585,7 +587,9 @@ class Workspace:
                     )
                 handle.seek(0)
                 lines = render_notebook(handle.read(), shown).splitlines(keepends=True)
-                return self._page(iter(lines), shown, offset, limit, size=None, total=len(lines))
+                page = self._page(iter(lines), shown, offset, limit, size=None, total=len(lines))
+                page.facts.update(kind="notebook", size_bytes=size)
+                return page
             large = size > self.limits.read_max_bytes
             if large and not self.limits.read_page_large_files:
                 raise WorkspaceError(
@@ -596,7 +600,9 @@ class Workspace:
             handle.seek(0)
             total = None if large else _count_lines(handle)
             handle.seek(0)
-            return self._page(_raw_lines(handle), shown, offset, limit, size=size, total=total)
+            page = self._page(_raw_lines(handle), shown, offset, limit, size=size, total=total)
+            page.facts["size_bytes"] = size
+            return page
 
     def _image(self, handle: Any, head: bytes, size: int, mime: str, shown: str) -> FileView:
         if size > self.limits.read_max_bytes:
@@ -607,6 +613,7 @@ class Workspace:
         data = head + handle.read()
         return FileView(
             f"{shown}: {mime} image, {size:,} bytes",
+            {"path": shown, "kind": "image", "size_bytes": size},
             image_b64=base64.b64encode(data).decode(),
             image_mime=mime,
         )
@@ -642,7 +649,7 @@ class Workspace:
         if not out:
             count = total if total is not None else seen
             if count == 0:
-                return FileView(f"{shown}: empty file")
+                return FileView(f"{shown}: empty file", {"path": shown, "kind": "empty", "size_bytes": 0})
             raise WorkspaceError(f"offset {offset} is past the end of {shown} ({count:,} lines)")
         first, last = offset + 1, offset + len(out)
         of = f" of {total:,}" if total is not None else f" of a {size:,}-byte file (too large to count lines)"
@@ -651,7 +658,16 @@ class Workspace:
             footer += f"; read_file({shown!r}, offset={next_offset}) for more]"
         else:
             footer += "; end of file]"
-        return FileView("\n".join(out) + "\n" + footer)
+        facts = {
+            "path": shown,
+            "kind": "text",
+            "size_bytes": size,
+            "first_line": first,
+            "last_line": last,
+            "total_lines": total,
+            "next_offset": next_offset,
+        }
+        return FileView("\n".join(out) + "\n" + footer, facts)
 
     # -- writing -----------------------------------------------------------------------------
     def write_file(self, path: str, content: str, overwrite: bool = False) -> str:
@@ -1100,8 +1116,8 @@ def _undecodable(shown: str, data: bytes, position: int, line: int | None = None
 
 
 def render_notebook(data: bytes, shown: str) -> str:
-    """A notebook as readable text: each cell's source, then its outputs as text."""
-    from .outputs import output_text
+    """A notebook file as readable text: each cell's source, then its outputs as text."""
+    from .outputs import notebook_text
 
     try:
         import nbformat
@@ -1113,31 +1129,4 @@ def render_notebook(data: bytes, shown: str) -> str:
         raise WorkspaceError(
             f"{shown} is not a readable notebook ({exc}); read_file(path, raw=True) shows the JSON"
         ) from None
-    cells = notebook.get("cells", [])
-    kernel = (notebook.get("metadata", {}).get("kernelspec") or {}).get("name", "unknown")
-    parts = [f"# {shown}: notebook with {len(cells)} cells, kernel {kernel} (raw=True shows the JSON)\n"]
-    for index, cell in enumerate(cells, 1):
-        kind = cell.get("cell_type", "?")
-        count = cell.get("execution_count")
-        label = f"[cell {index}] {kind}" + (f", execution_count {count}" if count is not None else "")
-        cell_id = cell.get("id")
-        parts.append(f"{label}" + (f" (id {cell_id})" if cell_id else "") + "\n")
-        source = (
-            "".join(cell.get("source", ""))
-            if isinstance(cell.get("source"), list)
-            else cell.get("source", "")
-        )
-        parts.append(source.rstrip("\n") + "\n")
-        outputs = cell.get("outputs") or []
-        if outputs:
-            parts.append("[outputs]\n")
-            for output in outputs:
-                text = output_text(dict(output))
-                if len(text) > 3000:
-                    text = text[:2000] + f"\n[... output cut: {len(text):,} characters ...]\n" + text[-500:]
-                parts.append(text)
-                data_mimes = [m for m in (output.get("data") or {}) if m.startswith("image/")]
-                for mime in data_mimes:
-                    parts.append(f"[{mime} output not shown]\n")
-        parts.append("\n")
-    return "".join(parts)
+    return notebook_text(notebook, shown)
