@@ -1,23 +1,20 @@
-# Remote kernels through a real JupyterHub (tests/test_jupyterhub.py): the hub from PyPI in the
-# main venv (its single-user servers run from there, so they load ipymcp's server extension) and
-# its proxy, configurable-http-proxy, from npm in a project-local .tools/hub. The proxy wants
-# Node >= 20: the test runs it with .tools/node's Node 22 (mk/clients.mk) when present, else `node`.
+# Remote kernels through a real JupyterHub (tests/test_jupyterhub.py). The hub is a test
+# dependency (pyproject.toml, in the main venv: its single-user servers run from there, so they
+# load ipymcp's server extension); its proxy, configurable-http-proxy, comes from npm into a
+# project-local .tools/hub. The proxy wants Node >= 20: the test runs it with .tools/node's Node 22
+# (mk/clients.mk) when present, else `node`.
 HUB_TOOLS := .tools/hub
 HUB_NPM_PINS := configurable-http-proxy@5.3.0
-JUPYTERHUB_PIN := jupyterhub==6.1.1
 
-# A system dependency, so `make test-kernel` (pytest tests) runs the hub test too; the test skips
-# with a reason when the tools are missing. `make test-remote` runs only the remote-kernel suites.
+# A system dependency, so `make test-kernel` (pytest tests) runs the hub test too. Under
+# `make test` (CI) the test must run: IPYMCP_REQUIRE_HUB turns its skip (proxy missing) into a
+# failure. `make test-remote` runs only the remote-kernel suites.
 SYSTEM_DEPS += install-hub-tools
+test: export IPYMCP_REQUIRE_HUB := 1
 
 .PHONY: install-hub-tools test-remote
 
-install-hub-tools: $(HUB_TOOLS)/.installed $(VENV)/.jupyterhub-installed
-
-$(VENV)/.jupyterhub-installed: $(VENV)/.installed mk/remote.mk
-	$(PIP) install "$(JUPYTERHUB_PIN)" 2>&1 | grep -v '^WARNING: Location' || true
-	$(PYTHON) -c "import jupyterhub; print('jupyterhub', jupyterhub.__version__)"
-	touch $@
+install-hub-tools: $(HUB_TOOLS)/.installed
 
 $(HUB_TOOLS)/.installed: mk/remote.mk
 	@command -v npm >/dev/null || { command -v apt-get >/dev/null && \

