@@ -116,16 +116,26 @@ async def test_the_agent_works_through_the_hub_with_a_token_scoped_to_the_users_
 
             _, reply = await start_cell(user, "import time; time.sleep(60)")
             try:
+                seen = [execution_state(alice, notebook.kernel_id)]
                 listed = await client.call_tool("list_variables", {})
+                seen.append(execution_state(alice, notebook.kernel_id))
                 status = await client.call_tool("kernel_status", {})
+                seen.append(execution_state(alice, notebook.kernel_id))
                 assert not reply.done()  # answered while the user's cell runs
             finally:
                 await interrupt(user)
                 await reply
             assert not listed.is_error and "precious" in text_of(listed)
             assert status.structured_content["state"] == "busy"
+            # The user server loaded ipymcp's server extension: the tunnel's requests leave the
+            # kernel's state as the user's tab shows it.
+            assert seen == ["busy"] * 3, seen
     finally:
         await user.close()
+
+
+def execution_state(server: HubUserServer, kernel_id: str) -> str:
+    return server.api("GET", f"/api/kernels/{kernel_id}")["execution_state"]
 
 
 @pytest.fixture(scope="module")
