@@ -61,7 +61,7 @@ def missing_tools() -> str | None:
     try:
         import jupyterhub  # noqa: F401
     except ImportError:
-        return "jupyterhub is not installed: run `make install-hub-tools`"
+        return "jupyterhub is not installed (a test dependency): run `make env`"
     if not PROXY.exists():
         return f"configurable-http-proxy is not installed at {PROXY}: run `make install-hub-tools`"
     if node_binary() is None:
