@@ -158,6 +158,12 @@ class IPyMCP(Configurable):
     max_request_body_bytes = Integer(
         4 * 1024 * 1024, help="Largest HTTP request body accepted; larger ones get 413."
     ).tag(config=True)
+    tunnel_max_reply_bytes = Integer(
+        2_000_000,
+        help="Largest reply sent through the Jupyter server (remote agents): the server sends every "
+        "reply to each browser tab of the kernel, so a bigger tool result is cut (its text shortened, "
+        "images left out) with a note saying what was left out; 0 sends replies whole.",
+    ).tag(config=True)
     max_connections = Integer(
         100,
         help="HTTP connections open at once (each holds one of the kernel's file descriptors). At the "

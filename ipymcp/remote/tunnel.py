@@ -142,16 +142,16 @@ class KernelTunnelTransport:
     async def _open_comm(self, ws: KernelWebsocket, deadline: float) -> CommAnswer:
         """Open the comm on the best route the kernel offers; sets ``ws`` and ``route``."""
         for route in await self._candidate_routes(ws, deadline):
-            data: dict[str, Any] = {"protocol": PROTOCOL}
-            if self.options.restarts_kernel:
-                data["restart"] = "client"
-            content = {"comm_id": self.comm_id, "target_name": TARGET, "data": data}
-            answer = await ask_comm(ws, route.message(ws, "comm_open", content), self.comm_id, _left(deadline))
+            answer = await ask_comm(ws, self._session_message(ws, route, "open"), self.comm_id, _left(deadline))
             if answer.outcome == "ready":
                 self._attach(ws, route)
                 return answer
             await delete_subshell(ws, route)
             if answer.outcome == "closed":
+                raise self._refused(answer)
+            if answer.outcome == "unhandled" and route.kind != "control":
+                # The shell (or a subshell) handled the message without a word: nobody in this
+                # kernel knows ipymcp's messages (a comm_open would have been closed back instead).
                 raise self._refused(answer)
             if answer.outcome == "timeout" and route.kind != "control":
                 break
@@ -174,6 +174,19 @@ class KernelTunnelTransport:
         if wanted == "subshell":
             raise TunnelError(f"kernel {self.kernel_id} has no subshells (ipykernel < 7); use route auto or control")
         return [CONTROL, SHELL]
+
+    def _session_message(self, ws: KernelWebsocket, route: Route, operation: str) -> Message:
+        """Open or close the session: with ``ipymcp_msg`` (so the Jupyter server can leave it out of
+        the kernel's activity, like every call) or, in ``comm_msg`` mode, as a standard comm."""
+        content: dict[str, Any] = {"comm_id": self.comm_id, "data": {}}
+        if operation == "open":
+            data: dict[str, Any] = {"protocol": PROTOCOL}
+            if self.options.restarts_kernel:
+                data["restart"] = "client"  # this client carries out restart_kernel through REST
+            content.update(target_name=TARGET, data=data)
+        if self.options.message_type == MESSAGE_TYPE:
+            return route.message(ws, MESSAGE_TYPE, {**content, "op": operation})
+        return route.message(ws, f"comm_{operation}", content)
 
     def _refused(self, answer: CommAnswer) -> TunnelError:
         if answer.error:
@@ -331,7 +344,7 @@ class KernelTunnelTransport:
         ws, route = self.ws, self.route
         if ws is not None and ws.is_open and route is not None:
             with contextlib.suppress(KernelConnectionError):
-                await ws.send(route.message(ws, "comm_close", {"comm_id": self.comm_id, "data": {}}))
+                await ws.send(self._session_message(ws, route, "close"))
             await delete_subshell(ws, route)
         if ws is not None:
             await ws.close()

@@ -4,13 +4,16 @@ A client that can reach the kernel's websocket on a Jupyter server (the server's
 the authentication; no port of ours is involved) opens a comm to the target ``ipymcp.mcp``
 with ``{"protocol": 1}`` and sends one JSON-RPC message per Jupyter message:
 
-- ``ipymcp_msg`` (this module's own message type) with ``{"comm_id", "data": {"jsonrpc": …}}``,
-  or, for deployments that only let standard message types through, a ``comm_msg`` with the
-  same content. The own type exists for the user's view: the kernel wraps every request in
-  ``status`` busy/idle, which JupyterLab shows and the server's REST API reports, keyed by the
-  request's type. A Jupyter server can leave ``ipymcp_msg`` out of its activity
-  (``MappingKernelManager.untracked_message_types``) without also hiding widgets' ``comm_msg``.
-  docs/remote-design.md has the measurement and the trade-off.
+- ``ipymcp_msg`` (this module's own message type) with ``{"comm_id", "data": {"jsonrpc": …}}``;
+  the session is opened and closed with the same type (``"op": "open"`` with ``target_name`` and
+  ``data: {"protocol": 1}``, ``"op": "close"``). For deployments that only let standard message
+  types through, ``comm_open`` / ``comm_msg`` / ``comm_close`` with the same content. The own
+  type exists for the user's view: the kernel wraps every request in ``status`` busy/idle, which
+  JupyterLab shows and the server's REST API reports, keyed by the request's type. A Jupyter
+  server can leave ``ipymcp_msg`` out of its activity (``MappingKernelManager.untracked_message_types``,
+  set by ipymcp's server extension) without also hiding widgets' ``comm_msg``; opening with a
+  ``comm_open`` instead would flip the user's indicator to idle when an agent connects during a
+  running cell. docs/remote-design.md has the measurement and the trade-off.
 - Replies go out on IOPub as ``comm_msg`` of that comm, ``{"jsonrpc": …}``, with an explicit
   parent: the tunnel's message they answer, never the user's running cell (on ipykernel 6 a
   send from another thread otherwise takes the last shell parent).
@@ -35,6 +38,8 @@ import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from .tunnel_limit import bound_reply
 
 if TYPE_CHECKING:
     from .._runtime import Runtime
@@ -74,11 +79,14 @@ class TunnelPeer:
 class Tunnel:
     """The kernel-thread side of one comm: its parents and its backlog until the server is up.
 
+    ``comm`` is the comm manager's ``Comm`` for a session opened with ``comm_open``, None for one
+    opened with ``ipymcp_msg`` (its messages never pass through the comm manager).
     Plain classes here, not dataclasses: this module is imported during ``%load_ext``.
     """
 
-    def __init__(self, comm: Any, peer: TunnelPeer, opened_header: dict[str, Any]):
+    def __init__(self, comm: Any, peer: TunnelPeer, opened_header: dict[str, Any], comm_id: str = ""):
         self.comm = comm
+        self._comm_id = comm_id or comm.comm_id
         self.peer = peer
         self.opened_header = opened_header
         self.last_parent = opened_header  # the latest tunnel message: parent of unrelated messages
@@ -90,7 +98,7 @@ class Tunnel:
 
     @property
     def comm_id(self) -> str:
-        return self.peer.comm_id
+        return self._comm_id
 
 
 class KernelTunnel:
@@ -108,6 +116,7 @@ class KernelTunnel:
         self.max_sessions = config.max_sessions
         self.idle_timeout = config.session_idle_timeout
         self.max_message_bytes = int(config.max_request_body_bytes)
+        self.max_reply_bytes = int(config.tunnel_max_reply_bytes)
 
     # -- lifecycle (main thread) -------------------------------------------------------------------
     def install(self) -> None:
@@ -162,25 +171,44 @@ class KernelTunnel:
     # -- opening and closing ---------------------------------------------------------------------
     def _on_open(self, comm: Any, msg: dict[str, Any]) -> None:
         """A client opened an ``ipymcp.mcp`` comm (main shell, a subshell or control thread)."""
+        tunnel = self._open(comm.comm_id, comm, msg)
+        if tunnel is not None:
+            comm.on_msg(lambda m: self._on_comm_msg(tunnel, m))
+            comm.on_close(lambda m: self._on_client_close(tunnel, m))
+
+    def _on_tunnel_open(self, msg: dict[str, Any]) -> None:
+        """The same, opened with an ``ipymcp_msg`` (``op: open``): no comm manager involved."""
+        content = msg.get("content") or {}
+        comm_id = content.get("comm_id")
+        if not isinstance(comm_id, str) or not 0 < len(comm_id) <= 64:
+            self._answer_unknown_comm(msg, "a session needs a comm_id: a string of 1 to 64 characters")
+        elif content.get("target_name") != TARGET:
+            self._answer_unknown_comm(msg, f"ipymcp_msg opens only {TARGET!r} sessions")
+        elif comm_id in self.tunnels or self._is_other_comm(comm_id):
+            # No comm_close for it: that would close the session or widget that owns the id.
+            log.info("ignored an ipymcp_msg open for a comm_id already in use")
+        else:
+            self._open(comm_id, None, msg)
+
+    def _open(self, comm_id: str, comm: Any, msg: dict[str, Any]) -> Tunnel | None:
         header = dict(msg.get("header") or {})
         data = (msg.get("content") or {}).get("data") or {}
         restarts = isinstance(data, dict) and data.get("restart") == "client"
-        peer = TunnelPeer(comm.comm_id, _channel_of(header), str(header.get("session") or "")[:12], restarts)
-        tunnel = Tunnel(comm, peer, header)
+        peer = TunnelPeer(comm_id, _channel_of(header), str(header.get("session") or "")[:12], restarts)
+        tunnel = Tunnel(comm, peer, header, comm_id)
         refusal = self._open_refusal(data)
         if refusal is not None:
             log.info("tunnel refused: %s", refusal)
             self._publish(tunnel, "comm_close", {"data": {"error": refusal}}, header)
             self._forget_comm(tunnel)
-            return
-        comm.on_msg(lambda m: self._on_comm_msg(tunnel, m))
-        comm.on_close(lambda m: self._on_client_close(tunnel, m))
+            return None
         with self._lock:
-            self.tunnels[comm.comm_id] = tunnel
+            self.tunnels[comm_id] = tunnel
         self._publish(tunnel, "comm_msg", {"data": {"ready": self._ready_info()}}, header)
         log.info("tunnel opened: %s", peer.via)
         if self.host is not None:
             self._start(tunnel)
+        return tunnel
 
     def _open_refusal(self, data: Any) -> str | None:
         protocol = data.get("protocol") if isinstance(data, dict) else None
@@ -240,6 +268,8 @@ class KernelTunnel:
     def _forget_comm(self, tunnel: Tunnel) -> None:
         # What ipykernel's own CommManager.comm_close does: the comm must not send a second
         # comm_close (with whatever parent the kernel has then) when it is garbage-collected.
+        if tunnel.comm is None:
+            return
         tunnel.comm._closed = True
         try:
             self._manager.unregister_comm(tunnel.comm)
@@ -254,13 +284,19 @@ class KernelTunnel:
 
     # -- incoming messages (main shell, subshell or control thread) ------------------------------
     def _on_tunnel_message(self, stream: Any, idents: Any, msg: dict[str, Any]) -> None:
-        """Handler of ``ipymcp_msg`` on shell and control."""
+        """Handler of ``ipymcp_msg`` on shell and control: open, one JSON-RPC message, or close."""
         content = msg.get("content") or {}
+        operation = content.get("op", "msg")
+        if operation == "open":
+            self._on_tunnel_open(msg)
+            return
         tunnel = self.tunnels.get(str(content.get("comm_id")))
         if tunnel is None:
             self._answer_unknown_comm(msg)
-            return
-        self._receive(tunnel, msg)
+        elif operation == "close":
+            self._on_client_close(tunnel, msg)
+        else:
+            self._receive(tunnel, msg)
 
     def _on_comm_msg(self, tunnel: Tunnel, msg: dict[str, Any]) -> None:
         """The same, framed as a ``comm_msg`` (routed here by the kernel's comm manager)."""
@@ -309,15 +345,21 @@ class KernelTunnel:
             return f"Too many requests waiting for a reply on this session ({MAX_IN_FLIGHT}); wait for some."
         return None
 
-    def _answer_unknown_comm(self, msg: dict[str, Any]) -> None:
-        """A message for a tunnel this kernel does not have (restarted, or ipymcp reloaded)."""
+    def _answer_unknown_comm(
+        self, msg: dict[str, Any], error: str = "no such MCP session in this kernel (restarted or reloaded?)"
+    ) -> None:
+        """A message for a tunnel this kernel does not have (restarted, or ipymcp reloaded), or an
+        open it refuses before there is a tunnel."""
         comm_id = str((msg.get("content") or {}).get("comm_id"))[:64]
-        self._send_raw(
-            "comm_close",
-            {"comm_id": comm_id, "data": {"error": "no such MCP session in this kernel (restarted or reloaded?)"}},
-            dict(msg.get("header") or {}),
-            comm_id,
-        )
+        if self._is_other_comm(comm_id):
+            log.info("ignored an ipymcp_msg for a comm that is not an MCP session (a widget's: left open)")
+            return
+        header = dict(msg.get("header") or {})
+        self._send_raw("comm_close", {"comm_id": comm_id, "data": {"error": error}}, header, comm_id)
+
+    def _is_other_comm(self, comm_id: str) -> bool:
+        """A comm of the kernel's comm manager (a widget's) that is not one of our sessions."""
+        return comm_id not in self.tunnels and comm_id in (getattr(self._manager, "comms", None) or {})
 
     # -- control channel: ipymcp.mcp comms only ------------------------------------------------
     def _on_control_open(self, stream: Any, idents: Any, msg: dict[str, Any]) -> None:
@@ -337,12 +379,18 @@ class KernelTunnel:
 
     # -- outgoing (server loop thread) -----------------------------------------------------------
     def reply(self, tunnel: Tunnel, payload: dict[str, Any], related_id: Any = None) -> None:
-        """Send one JSON-RPC message to the client, parented by the message it answers."""
+        """Send one JSON-RPC message to the client, parented by the message it answers; bounded,
+        because the Jupyter server sends it to every tab of this kernel (``tunnel_limit``)."""
         if "method" not in payload and "id" in payload:  # a response or an error
             parent = tunnel.parents.pop(id_key(payload["id"]), None)
         else:
             parent = tunnel.parents.get(id_key(related_id)) if related_id is not None else None
-        self._publish(tunnel, "comm_msg", {"data": {"jsonrpc": payload}}, parent or tunnel.last_parent)
+        bounded = bound_reply(payload, self.max_reply_bytes)
+        if bounded is not payload:
+            what = "cut" if bounded else "dropped"
+            log.info("a reply over c.IPyMCP.tunnel_max_reply_bytes was %s: %s", what, tunnel.peer.via)
+        if bounded is not None:
+            self._publish(tunnel, "comm_msg", {"data": {"jsonrpc": bounded}}, parent or tunnel.last_parent)
 
     def reply_error(self, tunnel: Tunnel, payload: dict[str, Any], message: str, parent: dict[str, Any]) -> None:
         """Answer a request the session cannot take with a JSON-RPC error; other messages are dropped."""

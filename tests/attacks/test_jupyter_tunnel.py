@@ -168,3 +168,49 @@ async def test_sessions_beyond_the_cap_are_refused_and_the_open_ones_keep_workin
         for raw in opened:
             await raw.close()
         await notebook.run("_s.runtime.tunnel.max_sessions = 100")
+
+
+async def test_ipymcp_msg_naming_a_widgets_comm_neither_closes_nor_takes_it_over(notebook: RemoteNotebook) -> None:
+    sessions = await open_sessions(notebook)
+    ws = await notebook.user()
+    widget = uuid.uuid4().hex
+    closes: list[str] = []
+    ws.listeners.append(lambda m: closes.append(m.content.get("comm_id")) if m.msg_type == "comm_close" else None)
+    opened = ws.message("shell", "comm_open", {"comm_id": widget, "target_name": "recorder", "data": {}})
+    await ws.send(opened)
+    await idle_after(ws, opened)
+    await notebook.run("got.clear()")
+    hostile = [
+        {"comm_id": widget, "op": "open", "target_name": TARGET, "data": {"protocol": 1}},  # take over its id
+        {"comm_id": widget, "data": {"jsonrpc": {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}}},
+        {"comm_id": widget, "op": "close"},
+    ]
+    for content in hostile:
+        message = ws.message("shell", "ipymcp_msg", content)
+        await ws.send(message)
+        await idle_after(ws, message)
+    still_there = ws.message("shell", "comm_msg", {"comm_id": widget, "data": {"n": "after"}})
+    await ws.send(still_there)
+    await idle_after(ws, still_there)
+    await ws.close()
+    assert widget not in closes  # a comm_close on IOPub would close the widget in every tab
+    assert (await notebook.run("print([g[0] for g in got])")).strip() == "['after']"
+    assert await open_sessions(notebook) == sessions
+
+
+@pytest.mark.parametrize("comm_id", [7, "", "x" * 65, None], ids=["int", "empty", "long", "none"])
+async def test_an_ipymcp_msg_opening_without_a_usable_comm_id_is_refused_with_a_sentence(
+    notebook: RemoteNotebook, comm_id: Any
+) -> None:
+    sessions = await open_sessions(notebook)
+    ws = await notebook.user()
+    content = {"comm_id": comm_id, "op": "open", "target_name": TARGET, "data": {"protocol": 1}}
+    route = CONTROL if "6." in await notebook.run("import ipykernel; print(ipykernel.__version__)") else SHELL
+    answer = await ask_comm(ws, route.message(ws, "ipymcp_msg", content), str(comm_id)[:64], 30)
+    await ws.close()
+    assert answer.outcome == "closed" and "a string of 1 to 64 characters" in answer.error
+    assert await open_sessions(notebook) == sessions
+
+
+async def open_sessions(notebook: RemoteNotebook) -> int:
+    return int(await notebook.run("import ipymcp._state as s; print(len(s.runtime.tunnel.tunnels))"))
