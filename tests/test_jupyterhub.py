@@ -3,9 +3,9 @@ scoped to nothing but that user's server (``access:servers!server=alice/``).
 
 Hub, proxy and single-user server run on 127.0.0.1 (``tests/real_hub.py``; ``make
 install-hub-tools`` installs the proxy); the kernel runs ipymcp with no HTTP listener. The agent's
-transport is one fixture, ``agent``: today ``ipymcp.remote`` (find the notebook's kernel through
-the server's REST API, then the tunnel); a variant driving ``ipymcp connect --server`` joins its
-``params``. The tests list tools, execute, read while the user's cell sleeps, and check that tokens
+transport is one fixture, ``agent``: ``ipymcp.remote`` (find the notebook's kernel through the
+server's REST API, then the tunnel) and ``ipymcp connect --server`` (the command an agent's
+client config runs, with the token in ``JUPYTER_TOKEN``). The tests list tools, execute, read while the user's cell sleeps, and check that tokens
 the hub refuses are refused with a sentence that names neither them nor any secret. One hub for
 the module (it spawns in ~10 s). ``make test`` sets ``IPYMCP_REQUIRE_HUB``: there a missing proxy
 fails the test instead of skipping it.
@@ -14,15 +14,20 @@ fails the test instead of skipping it.
 from __future__ import annotations
 
 import os
+import tempfile
 import urllib.error
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import text_of
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
 from real_hub import HubUserServer, JupyterHub, missing_tools
 from remote_notebook import RemoteNotebook, interrupt, start_cell
+from test_connect import COMMAND
 
 from ipymcp.remote import Endpoint, ServerAPI, ServerError, TunnelError, connect_kernel
 from ipymcp.remote.websocket import KernelConnectionError
@@ -74,7 +79,30 @@ async def library_agent(url: str, token: str, notebook_path: str) -> AsyncIterat
         yield kernel.client
 
 
-TRANSPORTS: dict[str, Agent] = {"library": library_agent}
+class BridgeExited(Exception):
+    """``ipymcp connect`` ended before the agent could talk to it: its stderr says why."""
+
+
+@asynccontextmanager
+async def cli_agent(url: str, token: str, notebook_path: str) -> AsyncIterator[Any]:
+    """``ipymcp connect --server URL --notebook PATH`` as the agent's stdio server, the token in
+    ``JUPYTER_TOKEN``, an empty runtime dir of its own (nothing local to find)."""
+    private = tempfile.mkdtemp(prefix="hub-bridge-")
+    stderr = Path(private) / "stderr.log"
+    environment = {k: v for k, v in os.environ.items() if k not in ("SERVER_URL", "TOKEN", "NOTEBOOK_PATH")}
+    environment.update(JUPYTER_RUNTIME_DIR=private, JUPYTER_TOKEN=token)
+    arguments = [*COMMAND[1:], "connect", "--server", url, "--notebook", notebook_path]
+    params = StdioServerParameters(command=COMMAND[0], args=arguments, env=environment, cwd=private)
+    with open(stderr, "w") as errlog:
+        async with AsyncExitStack() as stack:
+            try:
+                client = await stack.enter_async_context(Client(stdio_client(params, errlog=errlog)))
+            except Exception as exc:  # the bridge exited (a refused token): what it told the user
+                raise BridgeExited(stderr.read_text()) from exc
+            yield client
+
+
+TRANSPORTS: dict[str, Agent] = {"library": library_agent, "cli": cli_agent}
 
 
 @pytest.fixture(params=sorted(TRANSPORTS))
