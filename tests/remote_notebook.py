@@ -12,10 +12,12 @@ import asyncio
 import json
 import os
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import KERNEL_NAME, runtime_dir
 from real_jupyter import JupyterServer
 
@@ -48,6 +50,21 @@ def tunnel_only_environment() -> Any:
 def tunnel_only_server(root: Path) -> JupyterServer:
     with tunnel_only_environment():
         return JupyterServer(root)
+
+
+def module_server(name: str) -> Any:
+    """A module-scoped ``server`` fixture: one tunnel-only Jupyter server for the whole module
+    (``server = module_server("tunnel")`` in the test module)."""
+
+    @pytest.fixture(scope="module")
+    def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
+        root = tmp_path_factory.mktemp(name) / "root"
+        root.mkdir()
+        jupyter = tunnel_only_server(root)
+        yield jupyter
+        jupyter.stop()
+
+    return server
 
 
 def execute_content(code: str) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import pytest
 from conftest import KernelHarness, runtime_dir, text_of
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
-from remote_notebook import RemoteNotebook, interrupt, start_cell, tunnel_only_server
+from remote_notebook import RemoteNotebook, interrupt, module_server, start_cell
 from test_connect import COMMAND
 
 
@@ -66,13 +66,7 @@ def server_args(server: Any) -> tuple[list[str], dict[str, str]]:
     return ["--server", server.base + "/"], {"JUPYTER_TOKEN": server.token}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    root = tmp_path_factory.mktemp("connect-server") / "root"
-    root.mkdir()
-    jupyter = tunnel_only_server(root)
-    yield jupyter
-    jupyter.stop()
+server = module_server("connect-server")
 
 
 @pytest.fixture(scope="module")

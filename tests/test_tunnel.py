@@ -17,19 +17,12 @@ from typing import Any
 import pytest
 from conftest import KernelHarness, runtime_dir, text_of
 from mcp.shared.exceptions import MCPError
-from remote_notebook import RemoteNotebook, interrupt, start_cell, subshells, tunnel_only_server
+from remote_notebook import RemoteNotebook, interrupt, module_server, start_cell, subshells
 
 from ipymcp.remote import ServerAPI, TunnelOptions, connect_kernel, probe_kernel
 from ipymcp.remote.wire import Message
 
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    root = tmp_path_factory.mktemp("tunnel-server") / "root"
-    root.mkdir()
-    jupyter = tunnel_only_server(root)
-    yield jupyter
-    jupyter.stop()
+server = module_server("tunnel-server")
 
 
 @pytest.fixture(scope="module")

@@ -16,16 +16,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from remote_notebook import RawTunnel, RemoteNotebook, tunnel_only_server
+from remote_notebook import RawTunnel, RemoteNotebook, module_server
 
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    root = tmp_path_factory.mktemp("tunnel-fuzz") / "root"
-    root.mkdir()
-    jupyter = tunnel_only_server(root)
-    yield jupyter
-    jupyter.stop()
+server = module_server("tunnel-fuzz")
 
 
 @pytest.fixture(scope="module")

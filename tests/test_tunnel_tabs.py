@@ -16,7 +16,7 @@ import pytest
 from conftest import text_of
 from mcp.shared.exceptions import MCPError
 from mcp.types import ImageContent
-from remote_notebook import RemoteNotebook, tunnel_only_server
+from remote_notebook import RemoteNotebook, module_server
 
 from ipymcp.remote import connect_kernel
 from ipymcp.remote.wire import Message
@@ -39,13 +39,7 @@ ran_to_the_end = True
 """
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    root = tmp_path_factory.mktemp("tunnel-tabs") / "root"
-    root.mkdir()
-    jupyter = tunnel_only_server(root)
-    yield jupyter
-    jupyter.stop()
+server = module_server("tunnel-tabs")
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import uuid
 from typing import Any
 
 import pytest
-from remote_notebook import RawTunnel, RemoteNotebook, tunnel_only_server
+from remote_notebook import RawTunnel, RemoteNotebook, module_server
 
 from ipymcp.remote.route import CONTROL, SHELL, TARGET, ask_comm
 from ipymcp.remote.websocket import KernelWebsocket
@@ -33,13 +33,7 @@ get_ipython().kernel.comm_manager.register_target("recorder", _recorder)
 """
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    root = tmp_path_factory.mktemp("tunnel-attacks") / "root"
-    root.mkdir()
-    jupyter = tunnel_only_server(root)
-    yield jupyter
-    jupyter.stop()
+server = module_server("tunnel-attacks")
 
 
 @pytest.fixture(scope="module")
