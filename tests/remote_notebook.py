@@ -204,6 +204,21 @@ class RawTunnel:
         await self.send({"jsonrpc": {"jsonrpc": "2.0", "method": "notifications/initialized"}})
 
     async def close(self) -> None:
-        await self.ws.send(self.route.message(self.ws, "comm_close", {"comm_id": self.comm_id, "data": {}}))
+        """Close the session and wait until the kernel has handled it (its status idle), so the
+        next test counts only its own sessions."""
+        closing = self.route.message(self.ws, "comm_close", {"comm_id": self.comm_id, "data": {}})
+        handled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def on_status(m: Message) -> None:
+            idle = m.msg_type == "status" and m.content.get("execution_state") == "idle"
+            if idle and m.parent_id == closing.msg_id and not handled.done():
+                handled.set_result(None)
+
+        self.ws.listeners.append(on_status)
+        try:
+            await self.ws.send(closing)
+            await asyncio.wait_for(handled, 30)
+        finally:
+            self.ws.listeners.remove(on_status)
         await delete_subshell(self.ws, self.route)
         await self.ws.close()
