@@ -157,6 +157,23 @@ async def subshells(user: KernelWebsocket) -> list[str]:
     return sorted(reply.content.get("subshell_id", []))  # the reply's field for the list of ids
 
 
+async def send_and_wait(ws: KernelWebsocket, message: Message, timeout: float = 30) -> None:
+    """Send ``message`` and wait until the kernel has finished with it (its idle status)."""
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def on_status(m: Message) -> None:
+        idle = m.msg_type == "status" and m.content.get("execution_state") == "idle"
+        if idle and m.parent_id == message.msg_id and not done.done():
+            done.set_result(None)
+
+    ws.listeners.append(on_status)
+    try:
+        await ws.send(message)
+        await asyncio.wait_for(done, timeout)
+    finally:
+        ws.listeners.remove(on_status)
+
+
 async def interrupt(user: KernelWebsocket) -> None:
     await user.request(user.message("control", "interrupt_request", {}), 10)
 
@@ -215,21 +232,8 @@ class RawTunnel:
         await self.send({"jsonrpc": {"jsonrpc": "2.0", "method": "notifications/initialized"}})
 
     async def close(self) -> None:
-        """Close the session and wait until the kernel has handled it (its status idle), so the
-        next test counts only its own sessions."""
-        closing = self.route.message(self.ws, "comm_close", {"comm_id": self.comm_id, "data": {}})
-        handled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def on_status(m: Message) -> None:
-            idle = m.msg_type == "status" and m.content.get("execution_state") == "idle"
-            if idle and m.parent_id == closing.msg_id and not handled.done():
-                handled.set_result(None)
-
-        self.ws.listeners.append(on_status)
-        try:
-            await self.ws.send(closing)
-            await asyncio.wait_for(handled, 30)
-        finally:
-            self.ws.listeners.remove(on_status)
+        """Close the session once the kernel has handled the close, so the next test counts only
+        its own sessions."""
+        await send_and_wait(self.ws, self.route.message(self.ws, "comm_close", {"comm_id": self.comm_id, "data": {}}))
         await delete_subshell(self.ws, self.route)
         await self.ws.close()

@@ -15,10 +15,9 @@ import uuid
 from typing import Any
 
 import pytest
-from remote_notebook import RawTunnel, RemoteNotebook, module_server
+from remote_notebook import RawTunnel, RemoteNotebook, module_server, send_and_wait
 
 from ipymcp.remote.route import CONTROL, SHELL, TARGET, ask_comm
-from ipymcp.remote.websocket import KernelWebsocket
 
 pytestmark = pytest.mark.compat
 
@@ -45,39 +44,19 @@ async def notebook(server: Any) -> Any:
     nb.close()
 
 
-async def idle_after(ws: KernelWebsocket, message: Any) -> None:
-    """Wait until the kernel has finished with ``message`` (its idle status)."""
-    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def on_message(m: Any) -> None:
-        if m.msg_type == "status" and m.parent_id == message.msg_id and m.content.get("execution_state") == "idle":
-            if not done.done():
-                done.set_result(None)
-
-    ws.listeners.append(on_message)
-    try:
-        await asyncio.wait_for(done, 30)
-    finally:
-        ws.listeners.remove(on_message)
-
-
 async def test_a_widgets_comm_messages_on_the_control_channel_never_reach_it(notebook: RemoteNotebook) -> None:
     ws = await notebook.user()
     comm_id = uuid.uuid4().hex
     opened = ws.message("shell", "comm_open", {"comm_id": comm_id, "target_name": "recorder", "data": {}})
-    await ws.send(opened)
-    await idle_after(ws, opened)
+    await send_and_wait(ws, opened)
     on_control = ws.message("control", "comm_msg", {"comm_id": comm_id, "data": {"n": "control"}})
-    await ws.send(on_control)
-    await idle_after(ws, on_control)
+    await send_and_wait(ws, on_control)
     other_open = ws.message(
         "control", "comm_open", {"comm_id": uuid.uuid4().hex, "target_name": "recorder", "data": {}}
     )
-    await ws.send(other_open)
-    await idle_after(ws, other_open)
+    await send_and_wait(ws, other_open)
     on_shell = ws.message("shell", "comm_msg", {"comm_id": comm_id, "data": {"n": "shell"}})
-    await ws.send(on_shell)
-    await idle_after(ws, on_shell)
+    await send_and_wait(ws, on_shell)
     await ws.close()
     got = (await notebook.run("print([g[0] for g in got])")).strip()
     # One open (the shell's), one message (the shell's): control delivered nothing to the widget.
@@ -171,8 +150,7 @@ async def test_ipymcp_msg_naming_a_widgets_comm_neither_closes_nor_takes_it_over
     closes: list[str] = []
     ws.listeners.append(lambda m: closes.append(m.content.get("comm_id")) if m.msg_type == "comm_close" else None)
     opened = ws.message("shell", "comm_open", {"comm_id": widget, "target_name": "recorder", "data": {}})
-    await ws.send(opened)
-    await idle_after(ws, opened)
+    await send_and_wait(ws, opened)
     await notebook.run("got.clear()")
     hostile = [
         {"comm_id": widget, "op": "open", "target_name": TARGET, "data": {"protocol": 1}},  # take over its id
@@ -181,11 +159,9 @@ async def test_ipymcp_msg_naming_a_widgets_comm_neither_closes_nor_takes_it_over
     ]
     for content in hostile:
         message = ws.message("shell", "ipymcp_msg", content)
-        await ws.send(message)
-        await idle_after(ws, message)
+        await send_and_wait(ws, message)
     still_there = ws.message("shell", "comm_msg", {"comm_id": widget, "data": {"n": "after"}})
-    await ws.send(still_there)
-    await idle_after(ws, still_there)
+    await send_and_wait(ws, still_there)
     await ws.close()
     assert widget not in closes  # a comm_close on IOPub would close the widget in every tab
     assert (await notebook.run("print([g[0] for g in got])")).strip() == "['after']"
