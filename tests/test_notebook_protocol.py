@@ -35,6 +35,7 @@ class ScriptedView:
         answer: bool = True,
         protocol: int = 1,
         extra: dict[str, Any] | None = None,
+        leave: str = "",
     ):
         # A session of its own: clients sharing one have the same ZMQ identity and lose messages.
         session = Session(key=harness.km.session.key, signature_scheme=harness.km.session.signature_scheme)
@@ -48,6 +49,9 @@ class ScriptedView:
         self.protocol = protocol
         # Added to read_notebook's result (what a view may claim besides the cells).
         self.extra = extra or {}
+        # "before ack" / "after ack": on its first request other than hello, the page goes away
+        # (closes its comm, as a reload does) before or after acknowledging it, never answering.
+        self.leave = leave
         self.requests: list[str] = []
         self.closed_by_kernel = threading.Event()
         self._stop = threading.Event()
@@ -87,7 +91,13 @@ class ScriptedView:
             if "op" not in request:
                 continue  # an event from the kernel (state)
             self.requests.append(request["op"])
-            if self.answer:
+            if self.leave and request["op"] != "hello":
+                if self.leave == "after ack":
+                    self._send("comm_msg", {"comm_id": self.comm_id, "data": {"id": request["id"], "ack": True}})
+                self._send("comm_close", {"comm_id": self.comm_id, "data": {"reason": "page unloaded"}})
+                self.answer = False
+                self.leave = ""
+            elif self.answer:
                 if self.protocol >= 2:
                     self._send("comm_msg", {"comm_id": self.comm_id, "data": {"id": request["id"], "ack": True}})
                 self._send("comm_msg", {"comm_id": self.comm_id, "data": self._reply(request)})
@@ -226,6 +236,43 @@ async def test_a_view_that_went_silent_is_dropped_at_once_and_the_call_goes_to_t
     finally:
         live.close()
         gone.close()
+
+
+async def test_a_view_that_closes_before_it_got_the_request_passes_it_to_the_next_view(
+    loaded: KernelHarness,
+) -> None:
+    live = ScriptedView(loaded, "work/analysis.ipynb", ["live = True"], protocol=2)
+    await _wait_views(loaded, 1)
+    leaving = ScriptedView(loaded, "work/analysis.ipynb", ["leaving"], protocol=2, leave="before ack")  # ranked first
+    try:
+        await _wait_views(loaded, 2)
+        async with loaded.client() as client:
+            result = await client.call_tool("read_notebook", {})
+        assert not result.is_error and "live = True" in text_of(result), text_of(result)
+        assert "read_notebook" in leaving.requests
+    finally:
+        live.close()
+        leaving.close()
+
+
+async def test_a_view_that_closes_after_it_got_a_write_says_the_write_may_have_happened(
+    loaded: KernelHarness,
+) -> None:
+    # A reload right after the page received insert_cell: the cell may be in the notebook or not,
+    # and "retry" could insert it twice.
+    leaving = ScriptedView(loaded, "work/analysis.ipynb", ["x"], protocol=2, leave="after ack")
+    try:
+        await _wait_views(loaded, 1)
+        async with loaded.client() as client:
+            started = time.monotonic()
+            result = await client.call_tool("insert_cell", {"source": "# once", "cell_type": "markdown"})
+        told = text_of(result)
+        assert result.is_error and "after it received insert_cell" in told, told
+        assert "may or may not have been carried out" in told and "retry" not in told, told
+        assert time.monotonic() - started < 10
+        assert leaving.requests[-1] == "insert_cell"
+    finally:
+        leaving.close()
 
 
 async def test_read_notebook_says_idle_from_the_kernels_own_tracking(loaded: KernelHarness) -> None:

@@ -74,6 +74,16 @@ class FrontendTimeout(FrontendError):
     """The view did not answer in time."""
 
 
+class ViewGoneError(FrontendError):
+    """The view closed (tab closed, page reloaded) while a request to it was pending.
+
+    ``received``: it had acknowledged the request, so it may have acted on it."""
+
+    def __init__(self, message: str, received: bool):
+        super().__init__(message)
+        self.received = received
+
+
 @dataclass
 class View:
     """One open notebook view (browser tab / panel) connected through its own comm."""
@@ -115,6 +125,8 @@ class Pending:
     # Set on the view's ack (or its reply): the view has the request.
     received: threading.Event = field(default_factory=threading.Event)
     reply: dict[str, Any] | None = None
+    # Set when the view closed with this request pending: "before receipt" or "after receipt".
+    gone: str = ""
 
 
 class SeenCells:
@@ -290,6 +302,8 @@ class FrontendLink:
             idle_before = self._main_shell_idle()
             slot = self._send(view, op, args)
             if view.protocol < ACK_PROTOCOL or slot.received.wait(PING_TIMEOUT):
+                if slot.gone == "before receipt":
+                    continue  # it closed before it got the request: nothing was done, the next view gets it
                 return slot
             if not (view.subshell or (idle_before and self._main_shell_idle())):
                 # Its ack waits behind the running cell (no comm subshells): it may well be there.
@@ -364,6 +378,9 @@ class FrontendLink:
             self._pending.pop(slot.id, None)
 
     def _result(self, slot: Pending) -> dict[str, Any]:
+        if slot.gone:
+            received = slot.gone == "after receipt"
+            raise ViewGoneError(_gone_message(slot.op, received), received)
         reply = slot.reply or {}
         if reply.get("ok"):
             return reply.get("result") or {}
@@ -460,7 +477,7 @@ class FrontendLink:
             for slot in orphans:
                 self._pending.pop(slot.id, None)
         for slot in orphans:
-            slot.reply = {"ok": False, "error": "the notebook view went away (closed or reloaded); retry"}
+            slot.gone = "after receipt" if slot.received.is_set() else "before receipt"
             slot.received.set()
             slot.event.set()
         if close and not getattr(view.comm, "_closed", False):
@@ -468,6 +485,15 @@ class FrontendLink:
                 send_without_parent_close(view.comm, self.kernel)
             except Exception:  # noqa: BLE001
                 pass
+
+
+def _gone_message(op: str, received: bool) -> str:
+    if not received:
+        return f"the notebook view went away (closed or reloaded) before it received {op}: nothing was done; retry"
+    return (
+        f"the notebook view went away (closed or reloaded) after it received {op} and before it answered: "
+        "it may or may not have been carried out (unknown). Call read_notebook before trying again"
+    )
 
 
 def open_comm(target: str, data: dict[str, Any]) -> Any:

@@ -31,6 +31,15 @@ class RunningCell:
     # The notebook cell id when the agent asked the notebook to run it (execute_cell,
     # insert_cell(execute=True)): the cell is the agent's, not the user's.
     agent_cell_id: str = ""
+    finished: bool = False
+
+
+@dataclass(eq=False)  # two requests for the same cell are two runs
+class AgentRun:
+    """The agent's request that the notebook view run ``cell_id``; ``cell`` once the kernel started it."""
+
+    cell_id: str
+    cell: RunningCell | None = None
 
 
 class CellTracker:
@@ -59,7 +68,7 @@ class CellTracker:
         self._wrapper: Any = None
         self._active = False
         # Notebook cell ids the agent has asked the notebook view to run, not yet started.
-        self._agent_requests: list[str] = []
+        self._agent_requests: list[AgentRun] = []
         self._agent_lock = threading.Lock()
 
     def install(self) -> None:
@@ -97,48 +106,54 @@ class CellTracker:
             header, content = request.get("header") or {}, request.get("content") or {}
             if header.get("subshell_id") or content.get("silent"):
                 return None
+            claim = self._claim_agent_request(request.get("metadata") or {})
             cell = RunningCell(
                 code=str(content.get("code") or ""),
                 execution_count=self.shell.execution_count,
                 started=time.monotonic(),
                 msg_id=str(header.get("msg_id") or ""),
                 outer=self.running,
-                agent_cell_id=self._claim_agent_request(request.get("metadata") or {}),
+                agent_cell_id=claim.cell_id if claim is not None else "",
             )
         except Exception:  # noqa: BLE001 - a malformed request still runs; the kernel answers it
             log.debug("could not follow an execute_request", exc_info=True)
             return None
+        if claim is not None:
+            claim.cell = cell
         self.running = cell
         return cell
 
     def _end(self, cell: RunningCell) -> None:
+        cell.finished = True
         if self.running is cell:
             self.running = cell.outer
 
     # -- cells the agent runs through the notebook view -----------------------------------------
     @contextmanager
-    def agent_request(self, cell_id: str) -> Iterator[None]:
+    def agent_request(self, cell_id: str) -> Iterator[AgentRun]:
         """While the agent waits for the notebook view to run ``cell_id``: the request that comes
         back for that cell (JupyterLab and Notebook 7 put ``cellId`` in its metadata) is the
-        agent's. A request the view never sent is forgotten on exit."""
+        agent's, and the yielded record gets its RunningCell. A request the view never sent is
+        forgotten on exit."""
+        run = AgentRun(cell_id)
         with self._agent_lock:
-            self._agent_requests.append(cell_id)
+            self._agent_requests.append(run)
         try:
-            yield
+            yield run
         finally:
             with self._agent_lock:
-                if cell_id in self._agent_requests:
-                    self._agent_requests.remove(cell_id)
+                if run in self._agent_requests:
+                    self._agent_requests.remove(run)
 
-    def _claim_agent_request(self, metadata: dict[str, Any]) -> str:
+    def _claim_agent_request(self, metadata: dict[str, Any]) -> AgentRun | None:
         cell_id = metadata.get("cellId")
         if not isinstance(cell_id, str) or not cell_id:
-            return ""
+            return None
         with self._agent_lock:
-            if cell_id not in self._agent_requests:
-                return ""
-            self._agent_requests.remove(cell_id)  # one run per request: a later run is the user's
-        return cell_id
+            run = next((r for r in self._agent_requests if r.cell_id == cell_id), None)
+            if run is not None:
+                self._agent_requests.remove(run)  # one run per request: a later run is the user's
+        return run
 
     def agent_cell_of(self, msg_id: str) -> str:
         """The notebook cell id if the running request ``msg_id`` is one the agent asked for."""

@@ -19,8 +19,16 @@ from pydantic import Field
 from .. import pages
 from ..content import Budget, shape_outputs
 from ..frontend import fallback
-from ..frontend.comm import FrontendError, FrontendLink, FrontendTimeout, NoFrontendError, StaleCellError
+from ..frontend.comm import (
+    FrontendError,
+    FrontendLink,
+    FrontendTimeout,
+    NoFrontendError,
+    StaleCellError,
+    ViewGoneError,
+)
 from ..frontend.protocol import Op
+from ..kernel.status import AgentRun, CellTracker
 from ..policy.approval_detail import Diff
 from ..server.sdk_compat import client_name
 from ..text import one_line, report_progress
@@ -260,10 +268,12 @@ async def _run_cell(services: Services, cell_id: str, timeout: float, ctx: Conte
 
     started = time.monotonic()
     try:
-        with cells.agent_request(cell_id):  # its run is the agent's, not the user's
+        with cells.agent_request(cell_id) as run:  # its run is the agent's, not the user's
             cell = await _link(services).arequest("execute_cell", {"cell_id": cell_id}, timeout, tick)
     except StaleCellError as err:
         raise ToolError(f"{STALE_HINT} ({err})") from None
+    except ViewGoneError as err:
+        raise ToolError(_run_without_its_view(cells, run, err.received)) from None
     except FrontendTimeout:
         raise ToolError(
             f"cell {cell_id} did not finish within {timeout:g} s; it may still be queued or running in "
@@ -293,6 +303,31 @@ async def _run_cell(services: Services, cell_id: str, timeout: float, ctx: Conte
     }
     meta = {"cell_id": cell_id, "execution_count": count, "status": run["status"], "duration_s": run["duration_s"]}
     return CallToolResult(content=blocks, is_error=not ok, structured_content=dict(run), meta=meta)
+
+
+def _run_without_its_view(cells: CellTracker, run: AgentRun, received: bool) -> str:
+    """What became of an execute_cell whose notebook view closed (reload, closed tab) before it
+    reported the run: what the kernel knows, since running it again may run it twice."""
+    gone = f"the notebook view that was to run cell {run.cell_id} went away (page reloaded or tab closed)"
+    started = run.cell
+    if started is not None and not started.finished:
+        return (
+            f"{gone} while the cell ran: it is still running in the kernel (In [{started.execution_count}], for "
+            f"{time.monotonic() - started.started:.0f} s). The notebook will not show its outputs; get_history has "
+            "them once it ends (kernel_status says when). Do not run it again."
+        )
+    if started is not None:
+        return (
+            f"{gone} before it reported the run: the cell ran in the kernel (In [{started.execution_count}]). "
+            "The notebook does not show its outputs; get_history has them. Do not run it again."
+        )
+    if not received:
+        return f"{gone} before it received the request: the cell did not run; retry (read_notebook first)."
+    return (
+        f"{gone} after it received the request, before the cell started. A guess: it may still be queued "
+        f"in the kernel ({cells.describe_wait()}) and run when that ends, or it was never sent. "
+        "Check kernel_status and get_history before running it again."
+    )
 
 
 @tools.tool(level="edit", read_only=False, idempotent=True, title="Save the notebook")

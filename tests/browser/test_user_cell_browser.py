@@ -271,3 +271,39 @@ async def _length_until(client: Any, name: str, length: int, timeout: float = 10
     while await _length(client, name) < length:
         assert asyncio.get_running_loop().time() < deadline, f"{name} never reached {length} items"
         await asyncio.sleep(0.2)
+
+
+RUNS_ONCE = "runs = globals().get('runs', 0) + 1\nimport time; time.sleep(6)\nprint('slow cell done, run', runs)"
+
+
+async def test_a_page_reload_while_execute_cell_runs_says_the_cell_still_runs(server: Any, browser: Any) -> None:
+    """The page that runs the agent's cell reloads mid-run. The agent must be told that the cell
+    still runs in the kernel and not to run it again (a retry would run it twice), and where its
+    outputs are: the notebook does not show them, the history does. It ran exactly once."""
+    name = "reload-mid-run.ipynb"
+    async with notebook_page(server, browser, "lab", name, [LOAD, RUNS_ONCE]) as nb:
+        async with agent(await load_ipymcp(nb)) as client:
+            cell_id = await nb.page.evaluate(f"() => {_CELL.format(1)}.model.id")
+            run = asyncio.create_task(client.call_tool("execute_cell", {"cell_id": cell_id, "timeout": 60}))
+            try:
+                count = (await status_until(client, lambda s: "agent_cell" in s))["agent_cell"]["execution_count"]
+                await nb.page.reload()
+                result = await asyncio.wait_for(run, 20)  # the goodbye, not the 60 s timeout
+                told = text_of(result)
+                assert result.is_error and "still running in the kernel" in told and f"In [{count}]" in told, told
+                assert "Do not run it again" in told and "retry" not in told, told
+                await status_until(client, lambda s: s["state"] == "idle", timeout=30)
+                history = await client.call_tool("get_history", {"last": 3, "source": "agent"})
+                assert f"[In {count}] agent (notebook cell {cell_id})" in text_of(history), text_of(history)
+                assert "slow cell done, run 1" in text_of(history), text_of(history)
+                runs = await client.call_tool("execute", {"code": "runs"})
+                assert text_of(runs).strip() == "1", text_of(runs)
+                # What the agent was told about the notebook: the reloaded page shows no output there.
+                await nb.page.wait_for_selector(".jp-NotebookPanel .jp-Cell .cm-content", timeout=60_000)
+                read = await client.call_tool("read_notebook", {})
+                assert read.structured_content["live"] and cell_id in text_of(read), text_of(read)
+                assert "slow cell done, run 1" not in text_of(read), text_of(read)
+            finally:
+                if not run.done():
+                    run.cancel()
+    shutdown_kernels(server, name)
