@@ -13,8 +13,10 @@ fails the test instead of skipping it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
+import time
 import urllib.error
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -209,3 +211,29 @@ async def test_the_kernel_websocket_refuses_them_too(
         error = str(tunnel.value)
         assert "refused the token (403)" in error and "JupyterHub" in error, (label, error)
         assert token not in error and hub.service_token not in error and alice.token not in error
+
+
+async def test_when_the_hub_stops_the_users_server_the_agent_is_told_so(
+    hub: JupyterHub, alice: HubUserServer, notebook: RemoteNotebook
+) -> None:
+    """The hub culls or the admin stops alice's server under a connected bridge (last in this
+    module: the server stays stopped). The next call answers at once with a sentence saying what
+    happened and what to do, naming no token."""
+    async with cli_agent(alice.base + "/", alice.token, NOTEBOOK) as client:
+        assert text_of(await client.call_tool("execute", {"code": "1 + 1"})).strip() == "2"
+        hub.admin("DELETE", f"/hub/api/users/{USER}/server")
+        deadline = time.monotonic() + 60
+        while hub.admin("GET", f"/hub/api/users/{USER}").get("servers"):
+            assert time.monotonic() < deadline, "the hub did not stop the server"
+            await asyncio.sleep(0.25)
+        started = time.monotonic()
+        result = await client.call_tool("execute", {"code": "1 + 1"})
+        told, elapsed = text_of(result), time.monotonic() - started
+        assert result.is_error and f"The JupyterHub server at {alice.base}/ is not running" in told, told
+        assert f"{hub.url}/hub/home" in told and "%load_ext ipymcp" in told, told
+        assert "retry in a moment" not in told and "new kernel" not in told, told  # no kernel is coming back
+        assert elapsed < 10, f"{elapsed:.1f} s to tell that the server is gone"
+        listed = await client.call_tool("list_notebooks", {})
+        assert listed.is_error and "is not running" in text_of(listed), text_of(listed)
+        for text in (told, text_of(listed)):
+            assert alice.token not in text and hub.service_token not in text

@@ -31,7 +31,15 @@ from mcp.client.subscriptions import SubscriptionLost
 from mcp.server.subscriptions import PromptsListChanged, ResourcesListChanged, ToolsListChanged
 from mcp.shared.exceptions import MCPError
 
-from ..remote import Endpoint, KernelTunnelTransport, ServerAPI, ServerError, TunnelOptions, probe_kernel
+from ..remote import (
+    Endpoint,
+    KernelTunnelTransport,
+    ServerAPI,
+    ServerError,
+    ServerNotRunning,
+    TunnelOptions,
+    probe_kernel,
+)
 from ..remote.tunnel import CONNECTION_LOST
 from ..text import report_progress
 from .proxy import RESTART_TIMEOUT, Proxy, _lost_sentence, _restart_started
@@ -105,6 +113,16 @@ class RemoteKernels:
         if probe.server_info:
             row["pid"] = probe.server_info.get("pid")
         return probe.loaded
+
+    async def not_running(self) -> str | None:
+        """The sentence to tell when the server is a JupyterHub user server that is not running."""
+        try:
+            await self.api.status()
+        except ServerNotRunning as exc:
+            return str(exc)
+        except ServerError:
+            pass
+        return None
 
     def forget(self, kernel_id: str | None) -> None:
         """Ask this kernel again next time (it restarted, or a connection to it failed)."""
@@ -247,6 +265,10 @@ class RemoteProxy(Proxy):
         await upstream.dead.wait()
         self.remote.forget(upstream.info.get("kernel_id"))  # restarted or gone: ask it again
         await super()._watch(upstream)
+
+    async def _where_calls_go_now(self) -> str:
+        stopped = await self.remote.not_running()  # a hub stopped the whole server: no new kernel coming
+        return stopped + "." if stopped else await super()._where_calls_go_now()
 
     def instructions(self) -> str:
         text = super().instructions()

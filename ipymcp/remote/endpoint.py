@@ -68,6 +68,24 @@ class Endpoint:
         url = scheme + self.base_url[self.base_url.index(":") :] + path.lstrip("/")
         return url + "?" + urllib.parse.urlencode({**query, **self.query})
 
+    def hub_not_running(self, status: int, location: str | None = None) -> str | None:
+        """What to tell when a request to a JupyterHub user server got this answer from the hub in
+        its place, because the server is not running: 424 (JupyterHub's code for it), or a
+        redirect of ``…/user/NAME/path`` to ``…/hub/user/NAME/path``. None for anything else."""
+        base = urllib.parse.urlsplit(self.base_url).path
+        if "/user/" not in base:
+            return None
+        redirected = 300 <= status < 400 and "/hub/user/" in urllib.parse.urlsplit(location or "").path
+        if status != 424 and not redirected:
+            return None
+        home = urllib.parse.urljoin(self.base_url, base[: base.index("/user/")] + "/hub/home")
+        return (
+            f"The JupyterHub server at {self.display_url} is not running (the hub answers in its place): it was "
+            "stopped (by its owner, an admin or the hub's idle culler) or has not started yet, and kernels do "
+            f"not outlive their server. Start it on the hub's home page ({home}), open the notebook and run "
+            "%load_ext ipymcp in it; calls work again after that"
+        )
+
     def request_headers(self) -> dict[str, str]:
         headers = dict(self.headers)
         if self.token:

@@ -20,6 +20,10 @@ class ServerError(RuntimeError):
     """A REST call failed; the message says what to check (it never contains the token)."""
 
 
+class ServerNotRunning(ServerError):
+    """A JupyterHub user server that is not running (stopped, culled, not started yet)."""
+
+
 class ServerAPI:
     """``async with ServerAPI(endpoint) as api: await api.sessions()``."""
 
@@ -84,6 +88,9 @@ class ServerAPI:
                 f"the Jupyter server at {self.endpoint.display_url} refused the token ({response.status_code}): "
                 "check JUPYTER_TOKEN (on a JupyterHub, a token with access to this user's server)"
             )
+        stopped = self.endpoint.hub_not_running(response.status_code, response.headers.get("location"))
+        if stopped:
+            raise ServerNotRunning(stopped)
         if response.is_redirect:
             raise ServerError(
                 f"{self.endpoint.display_url} redirected {path} to {response.headers.get('location', '?')}: not a "

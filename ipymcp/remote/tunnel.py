@@ -41,7 +41,7 @@ from .route import (
     delete_subshell,
     subshells_supported,
 )
-from .websocket import KernelConnectionError, KernelWebsocket
+from .websocket import KernelConnectionError, KernelWebsocket, ServerStoppedError
 from .wire import Message
 
 log = logging.getLogger("ipymcp.remote")
@@ -297,6 +297,9 @@ class KernelTunnelTransport:
         while time.monotonic() < deadline and not self._closing:
             try:
                 ws = await self._connect()
+            except ServerStoppedError as exc:
+                self._end(str(exc))  # no kernel to come back to
+                return False
             except KernelConnectionError as exc:
                 log.info("re-opening the kernel websocket failed: %s", exc)
                 await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))

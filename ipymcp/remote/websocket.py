@@ -41,6 +41,10 @@ class KernelConnectionError(ConnectionError):
     """The kernel websocket could not be opened or was lost; the message says what to do."""
 
 
+class ServerStoppedError(KernelConnectionError):
+    """The JupyterHub user server is not running: retrying cannot bring the kernel back."""
+
+
 class KernelWebsocket:
     """One websocket to one kernel: send messages, await replies, listen to IOPub."""
 
@@ -86,6 +90,9 @@ class KernelWebsocket:
                 logger=_protocol_log,
             )
         except websockets.InvalidStatus as exc:
+            stopped = self.endpoint.hub_not_running(exc.response.status_code, exc.response.headers.get("Location"))
+            if stopped:
+                raise ServerStoppedError(stopped) from None
             raise KernelConnectionError(self._refusal(exc.response.status_code)) from None
         except ssl.SSLCertVerificationError:
             raise KernelConnectionError(
