@@ -24,8 +24,12 @@ import pytest
 from conftest import KernelHarness, runtime_dir, text_of
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
-from remote_notebook import RemoteNotebook, interrupt, module_server, start_cell
+from real_jupyter import JupyterServer
+from remote_notebook import RemoteNotebook, interrupt, module_server, start_cell, tunnel_only_environment
 from test_connect import COMMAND
+from test_remote_parts import make_certificates
+
+from ipymcp.remote import Endpoint
 
 
 class Bridge:
@@ -320,6 +324,37 @@ async def test_a_server_url_ending_in_mcp_keeps_todays_meaning_with_a_note(suffi
         assert "SERVER_URL ends in /mcp" in b.stderr
     finally:
         harness.shutdown()
+
+
+async def test_an_https_server_is_verified_and_ca_file_makes_the_bridge_trust_it(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    base = tmp_path_factory.mktemp("tls-connect")
+    ca, cert, key = make_certificates(base)
+    (base / "root").mkdir()
+    with tunnel_only_environment():
+        https = JupyterServer(base / "root", extra_args=(f"--ServerApp.certfile={cert}", f"--ServerApp.keyfile={key}"), tls_ca=ca)
+    nb = None
+    try:
+        nb = RemoteNotebook(https, "tls.ipynb")
+        nb.endpoint = Endpoint(https.base, token=https.token, ca_file=str(ca))  # the user's tab trusts the CA
+        await nb.load_ipymcp()
+        args, env = server_args(https)
+        # Without the CA the certificate is not trusted: a configuration error, said before serving.
+        refused = subprocess.run(
+            [*COMMAND, "connect", *args], env={**os.environ, **env, "JUPYTER_RUNTIME_DIR": tempfile.mkdtemp()},
+            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert refused.returncode == 1, refused.stderr
+        assert "is not trusted" in refused.stderr and "--ca-file" in refused.stderr, refused.stderr
+        assert https.token not in refused.stderr + refused.stdout
+        async with bridge(*args, "--ca-file", str(ca), env=env) as b:
+            assert await b.run("6 * 7") == "42"
+            assert b.results and https.token not in b.stderr
+    finally:
+        if nb is not None:
+            nb.close()
+        https.stop()
 
 
 def test_server_options_are_checked_before_anything_is_sent() -> None:

@@ -357,14 +357,17 @@ def _error(text: str) -> types.CallToolResult:
 
 
 async def check_server(endpoint: Endpoint) -> str | None:
-    """Before serving: a token the server refuses, or a URL that is not a Jupyter server, is a
-    configuration error (the sentence); an unreachable server is not (it may come up later)."""
+    """Before serving: a token the server refuses, a URL that is not a Jupyter server, or a TLS
+    certificate not trusted is a configuration error (the sentence); an unreachable or stopped
+    server is not (it may come up later)."""
     async with ServerAPI(endpoint) as api:
         try:
             await api.sessions()
+        except ServerNotRunning as exc:
+            log.warning("%s", exc)
         except ServerError as exc:
             text = str(exc)
-            if "refused the token" in text or "redirected" in text:
+            if any(words in text for words in ("refused the token", "redirected", "is not trusted")):
                 return text
             log.warning("%s", text)
     return None
