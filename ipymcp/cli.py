@@ -96,6 +96,21 @@ def _server_arguments(parser: argparse.ArgumentParser) -> None:
         "--query", action="append", default=[], metavar="NAME=VALUE", help="an extra query parameter (proxies); repeatable"
     )
     group.add_argument("--ca-file", metavar="FILE", help="a CA bundle to trust for https (besides the system's, SSL_CERT_FILE)")
+    group.add_argument(
+        "--route",
+        choices=["auto", "subshell", "control", "shell"],
+        help="where the kernel gets the calls (default auto: a subshell of its own, else control, else the main shell)",
+    )
+    group.add_argument(
+        "--framing",
+        choices=["auto", "legacy"],
+        help="websocket framing (default auto: v1, legacy JSON when the server has no v1; legacy for Colab's proxy)",
+    )
+    group.add_argument(
+        "--message-type",
+        choices=["ipymcp_msg", "comm_msg"],
+        help="the Jupyter message type of the calls (default ipymcp_msg; comm_msg where the server passes only standard types)",
+    )
 
 
 def _connect(args: argparse.Namespace) -> int:
@@ -124,7 +139,7 @@ def _connect(args: argparse.Namespace) -> int:
         if problem is not None:
             print(f"ipymcp connect: {problem}", file=sys.stderr)
             return 1
-        anyio.run(remote.run_stdio, selection, endpoint)
+        anyio.run(remote.run_stdio, selection, endpoint, _tunnel_options(args))
     except KeyboardInterrupt:
         pass
     return 0
@@ -156,6 +171,8 @@ def _remote_endpoint(args: argparse.Namespace) -> Any:
     if url is None:
         if args.server_token or args.server_token_file or args.header or args.query or args.ca_file:
             raise ValueError("--server-token, --server-token-file, --header, --query and --ca-file need --server URL")
+        if args.route or args.framing or args.message_type:
+            raise ValueError("--route, --framing and --message-type need --server URL")
         return None
     if args.server_token:
         print(
@@ -170,6 +187,13 @@ def _remote_endpoint(args: argparse.Namespace) -> Any:
         query=dict(_pair(q, "=", "--query NAME=VALUE") for q in args.query),
         ca_file=args.ca_file,
     )
+
+
+def _tunnel_options(args: argparse.Namespace) -> Any:
+    from .remote import TunnelOptions
+
+    chosen = {"route": args.route, "framing": args.framing, "message_type": args.message_type}
+    return TunnelOptions(restarts_kernel=True, **{name: value for name, value in chosen.items() if value})
 
 
 def _server_token(args: argparse.Namespace, env: Any) -> str | None:

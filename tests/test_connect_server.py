@@ -357,6 +357,19 @@ async def test_an_https_server_is_verified_and_ca_file_makes_the_bridge_trust_it
         https.stop()
 
 
+async def test_route_framing_and_message_type_can_be_chosen_on_the_command_line(
+    server: Any, alpha: RemoteNotebook
+) -> None:
+    args, env = server_args(server)
+    chosen = ("--route", "control", "--framing", "legacy", "--message-type", "comm_msg")
+    async with bridge(*args, "--notebook", "alpha.ipynb", *chosen, env=env) as b:
+        assert await b.run("who") == "'alpha'"
+        opened = next(line for line in b.stderr.splitlines() if "tunnel open to kernel" in line)
+        assert "through the kernel's control channel" in opened and "(legacy framing, comm_msg messages)" in opened, opened
+    via = [line["client"]["via"] for line in alpha.audit_lines() if line.get("tool") == "execute"][-1]
+    assert via.startswith("jupyter-server (control,"), via
+
+
 def test_server_options_are_checked_before_anything_is_sent() -> None:
     def connect(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*COMMAND, "connect", *args], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
@@ -369,6 +382,10 @@ def test_server_options_are_checked_before_anything_is_sent() -> None:
     assert in_url.returncode == 2 and "JUPYTER_TOKEN" in in_url.stderr and "secret" not in in_url.stderr
     alone = connect("--ca-file", "/nonexistent")
     assert alone.returncode == 2 and "need --server" in alone.stderr
+    local = connect("--route", "control")
+    assert local.returncode == 2 and "need --server" in local.stderr
+    unknown = connect("--server", "http://127.0.0.1:9/", "--framing", "v2")
+    assert unknown.returncode == 2 and "invalid choice" in unknown.stderr
 
 
 @pytest.mark.compat

@@ -130,7 +130,13 @@ class KernelTunnelTransport:
             asyncio.create_task(self._forward_to_kernel(), name="ipymcp-tunnel-forward"),
             asyncio.create_task(self._keep_connected(), name="ipymcp-tunnel-reconnect"),
         ]
-        log.info("tunnel open to kernel %s through %s", self.kernel_id, self.route.describe() if self.route else "?")
+        log.info(
+            "tunnel open to kernel %s through %s (%s framing, %s messages)",
+            self.kernel_id,
+            self.route.describe() if self.route else "?",
+            ws.subprotocol or "legacy",
+            self.options.message_type,
+        )
         return self
 
     async def _connect(self) -> KernelWebsocket:
