@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import linecache
 import logging
+import math
 import os
 import sys
 import threading
@@ -17,6 +18,10 @@ from typing import Any
 from .mainthread import MainThreadExecutor
 
 log = logging.getLogger("ipymcp")
+
+# How long after the kernel's last cell ended a kept agent request (keep_after_view_gone) can
+# still start: a queued request starts right away.
+QUEUED_GRACE = 2.0
 
 
 @dataclass
@@ -40,6 +45,9 @@ class AgentRun:
 
     cell_id: str
     cell: RunningCell | None = None
+    # Set by keep_after_view_gone: still the agent's request after the agent stopped waiting
+    # (inf: while a cell runs; then a deadline).
+    kept_until: float | None = None
 
 
 class CellTracker:
@@ -127,6 +135,12 @@ class CellTracker:
         cell.finished = True
         if self.running is cell:
             self.running = cell.outer
+        if self.running is None:
+            # A request queued behind this cell starts now, if there is one.
+            with self._agent_lock:
+                for run in self._agent_requests:
+                    if run.kept_until == math.inf:
+                        run.kept_until = time.monotonic() + QUEUED_GRACE
 
     # -- cells the agent runs through the notebook view -----------------------------------------
     @contextmanager
@@ -142,14 +156,26 @@ class CellTracker:
             yield run
         finally:
             with self._agent_lock:
-                if run in self._agent_requests:
+                if run in self._agent_requests and run.kept_until is None:
                     self._agent_requests.remove(run)
+
+    def keep_after_view_gone(self, run: AgentRun) -> None:
+        """The view that was to run ``run.cell_id`` got the request and went away (a reload)
+        before the cell started. JupyterLab sends the execute_request at once, so it is most likely
+        queued behind the running cell: it stays the agent's when it starts, if it starts while
+        that cell runs or within QUEUED_GRACE after the kernel has no cell running."""
+        with self._agent_lock:
+            run.kept_until = math.inf if self.running is not None else time.monotonic() + QUEUED_GRACE
+            if run not in self._agent_requests:
+                self._agent_requests.append(run)
 
     def _claim_agent_request(self, metadata: dict[str, Any]) -> AgentRun | None:
         cell_id = metadata.get("cellId")
         if not isinstance(cell_id, str) or not cell_id:
             return None
         with self._agent_lock:
+            now = time.monotonic()
+            self._agent_requests = [r for r in self._agent_requests if r.kept_until is None or r.kept_until > now]
             run = next((r for r in self._agent_requests if r.cell_id == cell_id), None)
             if run is not None:
                 self._agent_requests.remove(run)  # one run per request: a later run is the user's

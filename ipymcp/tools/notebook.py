@@ -269,11 +269,12 @@ async def _run_cell(services: Services, cell_id: str, timeout: float, ctx: Conte
     started = time.monotonic()
     try:
         with cells.agent_request(cell_id) as run:  # its run is the agent's, not the user's
-            cell = await _link(services).arequest("execute_cell", {"cell_id": cell_id}, timeout, tick)
+            try:
+                cell = await _link(services).arequest("execute_cell", {"cell_id": cell_id}, timeout, tick)
+            except ViewGoneError as err:  # inside: a queued request must stay the agent's
+                raise ToolError(_run_without_its_view(cells, run, err.received)) from None
     except StaleCellError as err:
         raise ToolError(f"{STALE_HINT} ({err})") from None
-    except ViewGoneError as err:
-        raise ToolError(_run_without_its_view(cells, run, err.received)) from None
     except FrontendTimeout:
         raise ToolError(
             f"cell {cell_id} did not finish within {timeout:g} s; it may still be queued or running in "
@@ -323,10 +324,13 @@ def _run_without_its_view(cells: CellTracker, run: AgentRun, received: bool) -> 
         )
     if not received:
         return f"{gone} before it received the request: the cell did not run; retry (read_notebook first)."
+    cells.keep_after_view_gone(run)
+    waiting = f" behind {cells.describe_wait()}" if cells.running is not None else ""
     return (
-        f"{gone} after it received the request, before the cell started. A guess: it may still be queued "
-        f"in the kernel ({cells.describe_wait()}) and run when that ends, or it was never sent. "
-        "Check kernel_status and get_history before running it again."
+        f"{gone} after it received the request, before the cell started. Most likely (a guess: the kernel "
+        f"cannot show its queue) it is queued in the kernel{waiting} and runs when that ends, as the agent's "
+        "cell (kernel_status: agent_cell); the notebook will not show its outputs, get_history will. It may "
+        "also never have been sent. Check kernel_status and get_history before running it again."
     )
 
 

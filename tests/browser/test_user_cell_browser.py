@@ -307,3 +307,42 @@ async def test_a_page_reload_while_execute_cell_runs_says_the_cell_still_runs(se
                 if not run.done():
                     run.cancel()
     shutdown_kernels(server, name)
+
+
+QUEUED_ONCE = (
+    "queued_runs = globals().get('queued_runs', 0) + 1\nimport time; time.sleep(3)  # long enough to be seen running\n"
+    "print('queued cell ran', queued_runs)"
+)
+
+
+async def test_a_page_reload_while_execute_cell_waits_in_the_kernels_queue_keeps_it_the_agents(
+    server: Any, browser: Any
+) -> None:
+    """The agent's cell waits behind the user's running cell when the page reloads. The request is
+    in the kernel's queue: the agent is told so (labelled a guess), and when the cell runs it is
+    reported as the agent's cell, not the user's."""
+    name = "reload-queued.ipynb"
+    async with notebook_page(server, browser, "lab", name, [LOAD, "import time; time.sleep(8)", QUEUED_ONCE]) as nb:
+        async with agent(await load_ipymcp(nb)) as client:
+            cell_id = await nb.page.evaluate(f"() => {_CELL.format(2)}.model.id")
+            await nb.run_cell(1)
+            user = (await user_cell_running(client, "time.sleep(8)"))["user_cell"]
+            run = asyncio.create_task(client.call_tool("execute_cell", {"cell_id": cell_id, "timeout": 60}))
+            try:
+                # The page has sent the execute_request: the cell shows [*] as it waits.
+                await nb.cells().nth(2).locator(".jp-InputPrompt", has_text="*").wait_for(timeout=20_000)
+                await nb.page.reload()
+                result = await asyncio.wait_for(run, 20)
+                told = text_of(result)
+                assert result.is_error and "queued in the kernel" in told and "a guess" in told, told
+                assert f"user cell [{user['execution_count']}]" in told and "retry" not in told, told
+                status = await status_until(client, lambda s: "agent_cell" in s, timeout=30)
+                assert status["agent_cell"]["cell_id"] == cell_id and "user_cell" not in status, status
+                await status_until(client, lambda s: s["state"] == "idle", timeout=30)
+                history = await client.call_tool("get_history", {"last": 3, "source": "agent"})
+                assert f"agent (notebook cell {cell_id})" in text_of(history), text_of(history)
+                assert "queued cell ran 1" in text_of(history), text_of(history)
+            finally:
+                if not run.done():
+                    run.cancel()
+    shutdown_kernels(server, name)
