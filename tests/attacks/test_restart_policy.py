@@ -123,6 +123,35 @@ async def test_read_level_and_approval_survive_the_users_restart(variant: str) -
         kernel.shutdown()
 
 
+async def test_read_level_and_approval_survive_the_users_restart_without_an_http_listener() -> None:
+    """A kernel reached only through Jupyter (``IPYMCP_SERVE_HTTP=0``: no runtime file, no
+    remembered endpoint): the come-back ipymcp starts at the user's choice all the same."""
+    kernel = KernelHarness(env={"IPYMCP_SERVE_HTTP": "0"})
+    try:
+        kernel.run("%load_ext ipymcp")
+        kernel.run("import ipymcp._state as _s; assert _s.runtime.wait_ready(30) and not _s.runtime.url; del _s")
+        old_pid = kernel.run("import os; print(os.getpid())")["stdout"].strip()
+        kernel.run("%mcp permissions read")
+        kernel.run("%mcp approve on")
+        kernel.km.restart_kernel(now=False)
+        _reconnect(kernel)
+        probe = (
+            "import os, ipymcp._state as _s\n"
+            "r = _s.runtime\n"
+            "print(os.getpid(), r is not None and r.wait_ready(1), r and r.policy.level, r and r.policy.approval)\n"
+            "del _s, r"
+        )
+        with anyio.fail_after(90):
+            while True:
+                pid, ready, level, approval = kernel.run(probe)["stdout"].split()
+                if pid != old_pid and ready == "True":
+                    break
+                await anyio.sleep(0.3)
+        assert (level, approval) == ("read", "True")
+    finally:
+        kernel.shutdown()
+
+
 async def test_the_configuration_and_the_remembered_choice_meet_at_the_stricter() -> None:
     # The profile says edit; the user goes up to full in the kernel, then restarts: edit, not full.
     kernel = KernelHarness(env=_profile("c.IPyMCP.permissions = 'edit'\n"))
