@@ -487,9 +487,13 @@ class FrontendLink:
                 pass
 
 
+# Ops that change nothing: a view that went away during one leaves nothing to find out.
+_READS = ("hello", "read_notebook", "get_active")
+
+
 def _gone_message(op: str, received: bool) -> str:
-    if not received:
-        return f"the notebook view went away (closed or reloaded) before it received {op}: nothing was done; retry"
+    if not received or op in _READS:
+        return f"the notebook view went away (closed or reloaded) before it answered {op}: nothing was changed; retry"
     return (
         f"the notebook view went away (closed or reloaded) after it received {op} and before it answered: "
         "it may or may not have been carried out (unknown). Call read_notebook before trying again"
