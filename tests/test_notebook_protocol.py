@@ -275,6 +275,20 @@ async def test_a_view_that_closes_after_it_got_a_write_says_the_write_may_have_h
         leaving.close()
 
 
+async def test_a_view_that_closes_during_a_read_says_retry(loaded: KernelHarness) -> None:
+    leaving = ScriptedView(loaded, "work/analysis.ipynb", ["x"], protocol=2, leave="after ack")
+    try:
+        await _wait_views(loaded, 1)
+        async with loaded.client() as client:
+            result = await client.call_tool("read_notebook", {})
+        told = text_of(result)
+        assert result.is_error and "went away (closed or reloaded) before it answered read_notebook" in told, told
+        assert "nothing was changed; retry" in told and "may or may not" not in told, told
+        assert leaving.requests[-1] == "read_notebook"
+    finally:
+        leaving.close()
+
+
 async def test_read_notebook_says_idle_from_the_kernels_own_tracking(loaded: KernelHarness) -> None:
     # Without comm subshells the view's kernel status is "busy" while it handles this very request.
     view = ScriptedView(loaded, "work/analysis.ipynb", ["x = 1"], extra={"kernel_busy": True})
