@@ -36,6 +36,7 @@ from ..remote import (
     KernelTunnelTransport,
     ServerAPI,
     ServerError,
+    ServerMisconfigured,
     ServerNotRunning,
     TunnelOptions,
     probe_kernel,
@@ -363,13 +364,10 @@ async def check_server(endpoint: Endpoint) -> str | None:
     async with ServerAPI(endpoint) as api:
         try:
             await api.sessions()
-        except ServerNotRunning as exc:
+        except ServerMisconfigured as exc:
+            return str(exc)
+        except ServerError as exc:  # unreachable or stopped: it may come up later
             log.warning("%s", exc)
-        except ServerError as exc:
-            text = str(exc)
-            if any(words in text for words in ("refused the token", "redirected", "is not trusted")):
-                return text
-            log.warning("%s", text)
     return None
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from .client import Probe, RemoteKernel, connect_kernel, probe_kernel
 from .endpoint import Endpoint, EndpointError
-from .rest import ServerAPI, ServerError, ServerNotRunning
+from .rest import ServerAPI, ServerError, ServerMisconfigured, ServerNotRunning
 from .tunnel import KernelTunnelTransport, NotLoadedError, TunnelError, TunnelOptions
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "RemoteKernel",
     "ServerAPI",
     "ServerError",
+    "ServerMisconfigured",
     "ServerNotRunning",
     "TunnelError",
     "TunnelOptions",

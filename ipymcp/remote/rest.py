@@ -24,6 +24,11 @@ class ServerNotRunning(ServerError):
     """A JupyterHub user server that is not running (stopped, culled, not started yet)."""
 
 
+class ServerMisconfigured(ServerError):
+    """Retrying cannot help: the token is refused, the URL is not a Jupyter server's API, or
+    its TLS certificate is not trusted."""
+
+
 class ServerAPI:
     """``async with ServerAPI(endpoint) as api: await api.sessions()``."""
 
@@ -76,7 +81,7 @@ class ServerAPI:
         try:
             response = await self._http.request(method, url, json=body)
         except httpx2.ConnectError as exc:
-            raise ServerError(self._unreachable(exc)) from None
+            raise self._unreachable(exc) from None
         except httpx2.TimeoutException:
             raise ServerError(f"the Jupyter server at {self.endpoint.display_url} did not answer {path} in time") from None
         except httpx2.HTTPError as exc:
@@ -84,7 +89,7 @@ class ServerAPI:
         if response.status_code == 404:
             raise _NotFound(path)
         if response.status_code in (401, 403):
-            raise ServerError(
+            raise ServerMisconfigured(
                 f"the Jupyter server at {self.endpoint.display_url} refused the token ({response.status_code}): "
                 "check JUPYTER_TOKEN (on a JupyterHub, a token with access to this user's server)"
             )
@@ -92,7 +97,7 @@ class ServerAPI:
         if stopped:
             raise ServerNotRunning(stopped)
         if response.is_redirect:
-            raise ServerError(
+            raise ServerMisconfigured(
                 f"{self.endpoint.display_url} redirected {path} to {response.headers.get('location', '?')}: not a "
                 "Jupyter server API (a login page?); give the server's base URL, e.g. https://hub/user/NAME/"
             )
@@ -100,14 +105,14 @@ class ServerAPI:
             raise ServerError(f"{method} {path} on {self.endpoint.display_url} answered {response.status_code}")
         return response.json() if response.content else None
 
-    def _unreachable(self, exc: Exception) -> str:
+    def _unreachable(self, exc: Exception) -> ServerError:
         text = str(exc)
-        if "CERTIFICATE_VERIFY_FAILED" in text or "certificate" in text.lower():
-            return (
+        if "CERTIFICATE_VERIFY_FAILED" in text or "certificate" in text.lower():  # httpx2 gives only the text
+            return ServerMisconfigured(
                 f"the TLS certificate of {self.endpoint.display_url} is not trusted: pass its CA bundle "
                 "(--ca-file, or SSL_CERT_FILE)"
             )
-        return f"no Jupyter server answers at {self.endpoint.display_url} ({text or type(exc).__name__})"
+        return ServerError(f"no Jupyter server answers at {self.endpoint.display_url} ({text or type(exc).__name__})")
 
 
 class _NotFound(ServerError):
