@@ -24,10 +24,9 @@ import pytest
 from conftest import KernelHarness, runtime_dir, text_of
 from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client
-from real_jupyter import JupyterServer
+from real_jupyter import start_https_server
 from remote_notebook import RemoteNotebook, interrupt, module_server, start_cell, tunnel_only_environment
 from test_connect import COMMAND
-from test_remote_parts import make_certificates
 
 from ipymcp.remote import Endpoint
 
@@ -329,11 +328,8 @@ async def test_a_server_url_ending_in_mcp_keeps_todays_meaning_with_a_note(suffi
 async def test_an_https_server_is_verified_and_ca_file_makes_the_bridge_trust_it(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    base = tmp_path_factory.mktemp("tls-connect")
-    ca, cert, key = make_certificates(base)
-    (base / "root").mkdir()
     with tunnel_only_environment():
-        https = JupyterServer(base / "root", extra_args=(f"--ServerApp.certfile={cert}", f"--ServerApp.keyfile={key}"), tls_ca=ca)
+        https, ca = start_https_server(tmp_path_factory.mktemp("tls-connect"))
     nb = None
     try:
         nb = RemoteNotebook(https, "tls.ipynb")

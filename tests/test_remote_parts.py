@@ -3,16 +3,13 @@ against a real ``jupyter server`` serving https with a certificate from a CA of 
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import json
 import struct
-from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import KERNEL_NAME
-from real_jupyter import JupyterServer
+from real_jupyter import start_https_server
 
 from ipymcp.remote import Endpoint, EndpointError, ServerAPI, ServerError
 from ipymcp.remote.websocket import KernelConnectionError, KernelWebsocket
@@ -88,57 +85,9 @@ def test_a_missing_ca_file_is_refused() -> None:
 # -- TLS against a real server -------------------------------------------------------------------
 
 
-def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
-    """A CA, and a certificate for 127.0.0.1 signed by it: (ca.pem, cert.pem, key.pem)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    now = dt.datetime.now(dt.timezone.utc)
-
-    def build(subject: str, issuer: str, key: Any, signer: Any, ca: bool) -> Any:
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        )
-        if ca:
-            builder = builder.add_extension(
-                x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-            )
-        else:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
-            ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        return builder.sign(signer, hashes.SHA256())
-
-    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca = build("ipymcp test CA", "ipymcp test CA", ca_key, ca_key, True)
-    leaf = build("127.0.0.1", "ipymcp test CA", leaf_key, ca_key, False)
-    paths = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        leaf_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return paths
-
-
 @pytest.fixture(scope="module")
 def https_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    base = tmp_path_factory.mktemp("tls")
-    ca, cert, key = make_certificates(base)
-    (base / "root").mkdir()
-    tls = (f"--ServerApp.certfile={cert}", f"--ServerApp.keyfile={key}")
-    server = JupyterServer(base / "root", extra_args=tls, tls_ca=ca)
+    server, ca = start_https_server(tmp_path_factory.mktemp("tls"))
     yield server, ca
     server.stop()
 
